@@ -1,0 +1,149 @@
+"""Console entry points: pdl-run (Hydra), pdl-eval, pdl-report.
+
+Nothing heavy is imported at module level: `pdl-run --help` and `pdl-run --cfg job` must
+answer without loading torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from .config import register_configs
+
+log = logging.getLogger("pdl_experiments")
+register_configs()
+
+CONFIG_MODULE = "pdl_experiments.configs"
+STATUS_FILE = "status.json"
+# A single run's exception, handed from the Hydra task to main() so it is reported as one
+# line (raised inside the task, Hydra would print its own "Error executing job" first).
+_run_error: list[BaseException] = []
+
+
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
+def _hydra_main(cfg: DictConfig) -> Any:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from .run import run, save_json
+
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        metrics = run(cfg, out_dir)
+    except Exception as e:
+        if not multirun:
+            _run_error.append(e)
+            return None
+        # In a sweep one failed job must not stop the others: record it, let the sweep go
+        # on; the sweep summary marks the job failed and pdl-run exits non-zero at the end.
+        msg = one_line(e)
+        log.error("job failed: %s", msg)
+        save_json({"status": "failed", "error": msg}, out_dir / STATUS_FILE)
+        return {"status": "failed", "error": msg}
+    save_json({"status": "ok"}, out_dir / STATUS_FILE)
+    return metrics
+
+
+def main() -> None:
+    """pdl-run: errors become one line on stderr (HYDRA_FULL_ERROR=1 for the traceback)."""
+    full = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    # Hydra re-raises when HYDRA_FULL_ERROR is set; we then print the one-line version.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        _hydra_main()
+        if _run_error:
+            raise _run_error.pop()
+    except KeyboardInterrupt:
+        sys.stderr.write("pdl-run: interrupted\n")
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
+        if full:
+            raise
+        code = 128 + e.signum if hasattr(e, "signum") else 1
+        sys.stderr.write(f"pdl-run: error: {one_line(e)}\n")
+        sys.exit(code)
+    from . import report
+
+    if report.LAST_SWEEP_FAILED:
+        sys.exit(1)
+
+
+_NOISE = re.compile(r"^\s*(full_key|reference_type|object_type|msg)\b.*$")
+
+
+def one_line(e: BaseException) -> str:
+    """Squash an exception (and its causes) into one readable line."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        lines = [ln.strip() for ln in str(e).splitlines()]
+        lines = [ln for ln in lines if ln and not _NOISE.match(ln)
+                 and not ln.startswith("Set the environment variable HYDRA_FULL_ERROR")]
+        text = " ".join(lines).replace("\t", " ")
+        text = re.sub(r"Available options in '(\w+)': (.*)",
+                      lambda m: f"available options in '{m.group(1)}': "
+                                + ", ".join(m.group(2).split()), text)
+        if text and not any(text in p for p in parts):
+            parts.append(text)
+        e = e.__cause__ or e.__context__
+    msg = ": ".join(parts) or "unknown error"
+    return msg if len(msg) <= 400 else msg[:397] + "..."
+
+
+def eval_main(argv: list[str] | None = None) -> None:
+    """pdl-eval RUN_DIR [--checkpoint best.pt|last.pt]: test metrics of a saved run."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="pdl-eval", description=eval_main.__doc__)
+    p.add_argument("run_dir")
+    p.add_argument("--checkpoint", default="best.pt")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    try:
+        from .run import evaluate_run
+
+        metrics = evaluate_run(args.run_dir, args.checkpoint, args.device)
+    except Exception as e:  # noqa: BLE001
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        sys.stderr.write(f"pdl-eval: error: {one_line(e)}\n")
+        sys.exit(1)
+    from .training.progress import summary_table
+
+    summary_table(f"test metrics — {args.run_dir}", metrics)
+    print(json.dumps(metrics, sort_keys=True))
+
+
+def report_main(argv: list[str] | None = None) -> None:
+    """pdl-report DIR...: summary table, CSV, Markdown and plot of sweeps or single runs."""
+    import argparse
+
+    from . import report
+
+    p = argparse.ArgumentParser(prog="pdl-report", description=report_main.__doc__)
+    p.add_argument("dirs", nargs="+", help="sweep directories, run directories, or parents of runs")
+    p.add_argument("--out", default=None, help="where to write summary.* (default: the first DIR)")
+    p.add_argument("--metric", default=None, help="metric to plot (default: test/acc or the first found)")
+    args = p.parse_args(argv)
+    try:
+        report.report(args.dirs, out_dir=args.out, metric=args.metric)
+    except Exception as e:  # noqa: BLE001
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        sys.stderr.write(f"pdl-report: error: {one_line(e)}\n")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+"""Structured-config schemas, registered in Hydra's ConfigStore.
+
+Every composed run is merged onto `RunConfig`, so a typo (`trainer.max_epoch=3`), a wrong
+type (`trainer.max_epochs=abc`) or a value outside an enum fails while Hydra composes the
+config, before any data is loaded. Ranges that a type cannot express (a ratio in [0, 1),
+epochs >= 1) are checked by `validate()` at the very start of a run.
+
+This module must stay cheap to import: `pdl-run --help` and `pdl-run --cfg job` load it,
+and they must not pay for torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+
+class StrEnum(str, Enum):
+    """An enum whose members compare equal to their names: `cfg.trainer.device == "cpu"`."""
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return str(self.value)
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class MonitorMode(StrEnum):
+    max = "max"
+    min = "min"
+
+
+class ProgressMode(StrEnum):
+    auto = "auto"  # rich bars on a terminal, plain lines otherwise
+    rich = "rich"
+    plain = "plain"
+    none = "none"
+
+
+class BNImpl(StrEnum):
+    torch = "torch"  # nn.BatchNorm
+    course = "course"  # the hand-written layer following the course's formulas
+
+
+class PruneLevel(StrEnum):
+    weight = "weight"
+    filter = "filter"
+    layer = "layer"
+
+
+class PruneScope(StrEnum):
+    global_ = "global"
+    layer = "layer"
+
+
+class PruneCriterion(StrEnum):
+    l1 = "l1"
+    l2 = "l2"
+    activation = "activation"
+    similarity = "similarity"
+
+
+class Attack(StrEnum):
+    grad = "grad"
+    fgsm = "fgsm"
+    pgd = "pgd"
+
+
+class SurrogateData(StrEnum):
+    holdout = "holdout"
+    queries = "queries"
+
+
+class GanLoss(StrEnum):
+    nonsaturating = "nonsaturating"
+    minimax = "minimax"
+
+
+class AttentionScore(StrEnum):
+    dot = "dot"
+    additive = "additive"
+
+
+class NasBaseline(StrEnum):
+    none = "none"
+    random = "random"
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 30
+    batch_size: int = 64
+    eval_batch_size: int = 1024
+    device: Device = Device.auto
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    grad_clip: float = 0.0  # max global grad norm; 0 = off
+    monitor: str = "val/acc"
+    mode: MonitorMode = MonitorMode.max
+    early_stopping_patience: int = 0  # epochs without improvement; 0 = off
+    log_every_n_steps: int = 50
+    # last.pt is written at the end of every phase, on SIGINT/SIGTERM and at most every
+    # checkpoint_interval_s seconds in between: on tiny data a save per epoch would cost
+    # more than the epoch itself.
+    checkpoint_interval_s: float = 60.0
+    keep: int = 0  # extra per-epoch snapshots kept besides last.pt and best.pt
+    resume: Optional[str] = None  # a checkpoint file or a run directory
+    progress: ProgressMode = ProgressMode.auto
+    num_threads: int = 0  # torch intra-op threads; 0 = torch's default
+    deterministic: bool = False
+
+
+@dataclass
+class AugmentationConfig:
+    """The course's five operations; each is off at its neutral value."""
+
+    crop_scale: float = 1.0  # RandomResizedCrop lower scale bound; 1.0 = off
+    mirror: float = 0.0  # probability of a horizontal flip
+    saturation: float = 0.0  # ColorJitter saturation strength (colour images only)
+    rotation: float = 0.0  # max degrees of a random rotation
+    brightness: float = 0.0  # ColorJitter brightness (luminosity) strength
+    grid: bool = True  # log a grid of augmented training images to TensorBoard
+
+
+@dataclass
+class BNConfig:
+    enabled: bool = True
+    impl: BNImpl = BNImpl.torch
+    momentum: float = 0.1  # weight of the batch statistic: 0.9 * old + 0.1 * batch
+    eps: float = 1e-5
+    diagnostics: bool = True  # gradient norms / activation statistics per layer
+
+
+@dataclass
+class PruneConfig:
+    level: PruneLevel = PruneLevel.weight
+    ratio: Optional[float] = None  # None: 0.9 for weight, 0.5 for filter
+    scope: PruneScope = PruneScope.global_
+    criterion: PruneCriterion = PruneCriterion.l1
+    iterations: int = 1
+    blocks: int = 1
+    from_run: Optional[str] = None
+    finetune_epochs: int = 10
+    finetune_lr: Optional[float] = None
+    latency_repeats: int = 20
+
+
+@dataclass
+class AdvConfig:
+    attack: Attack = Attack.fgsm
+    epsilon: float = 0.1
+    eval_eps: List[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.3])
+    grad_normalize: bool = True
+    pgd_steps: int = 10
+    pgd_step_size: Optional[float] = None  # None: 2.5 * eps / steps
+    train: bool = False
+    mix: float = 0.0  # weight of the clean loss in adversarial training
+    blackbox: bool = False
+    surrogate_data: SurrogateData = SurrogateData.holdout
+    surrogate_epochs: int = 20
+
+
+@dataclass
+class GanConfig:
+    loss: GanLoss = GanLoss.nonsaturating
+    latent_dim: int = 64
+    n_samples: int = 1000
+    lr: float = 2e-4
+    beta1: float = 0.5
+    classifier_epochs: int = 20
+
+
+@dataclass
+class NasConfig:
+    ops: List[str] = field(
+        default_factory=lambda: [
+            "conv_3x3",
+            "conv_5x5",
+            "dil_conv_3x3",
+            "max_pool_3x3",
+            "avg_pool_3x3",
+            "skip_connect",
+            "none",
+        ]
+    )
+    nodes: int = 3
+    cells: int = 2
+    channels: int = 16
+    search_epochs: int = 10
+    retrain_epochs: int = 20
+    arch_lr: float = 3e-3
+    second_order: bool = False
+    baseline: NasBaseline = NasBaseline.none
+
+
+@dataclass
+class AttentionConfig:
+    score: AttentionScore = AttentionScore.dot
+    heatmaps: int = 4
+
+
+@dataclass
+class RunConfig:
+    model: Dict[str, Any] = field(default_factory=dict)
+    dataset: Dict[str, Any] = field(default_factory=dict)
+    optimizer: Dict[str, Any] = field(default_factory=dict)
+    scheduler: Optional[Dict[str, Any]] = None
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    technique: str = MISSING
+    seed: int = 0
+    bn: BNConfig = field(default_factory=BNConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    adv: AdvConfig = field(default_factory=AdvConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
+    nas: NasConfig = field(default_factory=NasConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="pdl_schema", node=RunConfig)
+    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    cs.store(group="augmentation", name="augmentation_schema", node=AugmentationConfig)
+
+
+class ConfigError(ValueError):
+    """A bad value in a composed config; its message is one line naming the key."""
+
+
+# (key, predicate, what is allowed). Checked before any work starts.
+_RANGES: list[tuple[str, Any, str]] = [
+    ("trainer.max_epochs", lambda v: v >= 1, "an integer >= 1"),
+    ("trainer.batch_size", lambda v: v >= 1, "an integer >= 1"),
+    ("trainer.eval_batch_size", lambda v: v >= 1, "an integer >= 1"),
+    ("trainer.grad_clip", lambda v: v >= 0, "a number >= 0 (0 = off)"),
+    ("trainer.early_stopping_patience", lambda v: v >= 0, "an integer >= 0 (0 = off)"),
+    ("trainer.log_every_n_steps", lambda v: v >= 1, "an integer >= 1"),
+    ("trainer.checkpoint_interval_s", lambda v: v >= 0, "a number of seconds >= 0"),
+    ("trainer.keep", lambda v: v >= 0, "an integer >= 0"),
+    ("trainer.num_threads", lambda v: v >= 0, "an integer >= 0 (0 = torch's default)"),
+    ("optimizer.lr", lambda v: v > 0, "a number > 0"),
+    ("augmentation.crop_scale", lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    ("augmentation.mirror", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    ("augmentation.saturation", lambda v: v >= 0, "a number >= 0"),
+    ("augmentation.rotation", lambda v: 0 <= v <= 180, "degrees in [0, 180]"),
+    ("augmentation.brightness", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    ("bn.momentum", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    ("bn.eps", lambda v: v > 0, "a number > 0"),
+    ("prune.ratio", lambda v: v is None or 0 <= v < 1, "a number in [0, 1)"),
+    ("prune.iterations", lambda v: v >= 1, "an integer >= 1"),
+    ("prune.blocks", lambda v: v >= 1, "an integer >= 1"),
+    ("prune.finetune_epochs", lambda v: v >= 0, "an integer >= 0"),
+    ("adv.epsilon", lambda v: v >= 0, "a number >= 0"),
+    ("adv.eval_eps", lambda v: all(e >= 0 for e in v), "numbers >= 0"),
+    ("adv.pgd_steps", lambda v: v >= 1, "an integer >= 1"),
+    ("adv.mix", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    ("gan.latent_dim", lambda v: v >= 1, "an integer >= 1"),
+    ("gan.n_samples", lambda v: v >= 1, "an integer >= 1"),
+    ("nas.nodes", lambda v: v >= 1, "an integer >= 1"),
+    ("nas.cells", lambda v: v >= 1, "an integer >= 1"),
+    ("nas.search_epochs", lambda v: v >= 1, "an integer >= 1"),
+    ("nas.retrain_epochs", lambda v: v >= 1, "an integer >= 1"),
+    ("nas.ops", lambda v: len(v) >= 1, "a non-empty list of operations"),
+]
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError (one line, naming the key) for the first out-of-range value."""
+    from omegaconf import OmegaConf
+
+    for key, ok, allowed in _RANGES:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None and not key.startswith("prune.ratio"):
+            continue
+        try:
+            good = ok(value)
+        except TypeError:
+            good = False
+        if not good:
+            raise ConfigError(f"{key}={value} is out of range: expected {allowed}")

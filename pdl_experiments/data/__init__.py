@@ -1,0 +1,136 @@
+"""Datasets as in-memory tensors, split into train/val/test, batched without per-sample work.
+
+Every loader (`digits.load_digits`, `vision.load_mnist`, ...) returns a `DataSplits`; the
+config's `dataset._target_` names the loader, so a user's own loader plugs in the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional
+
+import torch
+
+
+class DataError(RuntimeError):
+    """A dataset that cannot be loaded; its message says where we looked and what to do."""
+
+
+@dataclass
+class DataInfo:
+    """What a model needs to size itself from the data."""
+
+    name: str
+    kind: str = "image"  # "image" | "sequence"
+    in_shape: tuple[int, ...] = ()  # (C, H, W) for images, (L,) for sequences
+    num_classes: int = 0  # classes for images, vocabulary size for sequences
+    mean: tuple[float, ...] = ()  # per channel, of the training split (images)
+    std: tuple[float, ...] = ()
+    class_names: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # task-specific (e.g. special tokens)
+
+
+@dataclass
+class DataSplits:
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    info: DataInfo
+
+    def to(self, device: torch.device | str) -> "DataSplits":
+        move = lambda pair: tuple(t.to(device) for t in pair)  # noqa: E731
+        return DataSplits(move(self.train), move(self.val), move(self.test), self.info)
+
+    def sizes(self) -> dict[str, int]:
+        return {k: len(getattr(self, k)[1]) for k in ("train", "val", "test")}
+
+
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of an image tensor (N, C, H, W)."""
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def stratified_split(
+    y: torch.Tensor, fractions: tuple[float, ...], seed: int
+) -> list[torch.Tensor]:
+    """Split indices so each class is spread over the parts in the given fractions.
+
+    Returns len(fractions) + 1 index tensors: one per fraction, then the remainder.
+    Seeded, so the same seed always gives the same split.
+    """
+    g = torch.Generator().manual_seed(seed)
+    parts: list[list[torch.Tensor]] = [[] for _ in range(len(fractions) + 1)]
+    for c in torch.unique(y):
+        idx = torch.nonzero(y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        start = 0
+        for i, f in enumerate(fractions):
+            n = int(round(f * len(idx)))
+            parts[i].append(idx[start : start + n])
+            start += n
+        parts[-1].append(idx[start:])
+    out = []
+    for p in parts:
+        cat = torch.cat(p) if p else torch.empty(0, dtype=torch.long)
+        out.append(cat[torch.randperm(len(cat), generator=g)])
+    return out
+
+
+def take_subset(x: torch.Tensor, y: torch.Tensor, n: Optional[int], seed: int):
+    """Keep n samples, stratified by class (all of them when n is None or too large)."""
+    if n is None or n >= len(y):
+        return x, y
+    if n < 1:
+        raise DataError(f"dataset.subset={n} must be a positive number of training samples")
+    keep, _ = stratified_split(y, (n / len(y),), seed + 1)
+    return x[keep], y[keep]
+
+
+class TensorLoader:
+    """Batches from tensors already in memory (and on the device): no workers, no collate.
+
+    Shuffling uses its own generator so the trainer can save and restore the exact order
+    of an epoch (resume mid-epoch), independent of any other random draw.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: Optional[torch.Generator] = None,
+        transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        drop_last: bool = False,
+    ):
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
+        self.transform = transform
+        self.drop_last = drop_last
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.iter_from(0)
+
+    def iter_from(self, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Iterate the epoch's batches, skipping the first start_batch (for resume)."""
+        n, bs = len(self.y), self.batch_size
+        order = None
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator).to(self.x.device)
+        for b in range(start_batch, len(self)):
+            if order is None:
+                xb, yb = self.x[b * bs : (b + 1) * bs], self.y[b * bs : (b + 1) * bs]
+            else:
+                idx = order[b * bs : (b + 1) * bs]
+                xb, yb = self.x[idx], self.y[idx]
+            if self.transform is not None:
+                xb = self.transform(xb)
+            yield xb, yb

@@ -1,0 +1,36 @@
+"""Pieces the image models share: input normalisation inside the model, conv blocks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .norm import BatchNormSpec
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std with the training split's statistics, as the model's first layer.
+
+    Keeping it inside the model means every consumer (attacks above all) works in pixel
+    units in [0, 1]: an epsilon of 0.1 is a tenth of the pixel range.
+    """
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def conv_bn_relu(c_in: int, c_out: int, norm: BatchNormSpec, k: int = 3, stride: int = 1):
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, bias=norm.bias),
+        norm(c_out, 2),
+        nn.ReLU(inplace=True),
+    )
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,82 @@
+"""Batch norm, switchable: torch's nn.BatchNorm, the course's hand-written layer, or off.
+
+The course's recipe, per feature (channel) over the batch (and spatial positions):
+    mu = mean(x),  var = mean((x - mu)^2)                  # biased batch variance
+    y  = gamma * (x - mu) / sqrt(var + eps) + beta          # gamma, beta learned
+    E   <- (1 - m) * E   + m * mu                           # m = momentum = 0.1:
+    Var <- (1 - m) * Var + m * var                          #   0.9 * old + 0.1 * batch
+and at inference y = gamma * (x - E) / sqrt(Var + eps) + beta.
+
+torch's nn.BatchNorm normalises with the same biased variance but stores the *unbiased*
+one (var * n / (n - 1)) in running_var, so the two layers agree on outputs and running_mean
+and differ in running_var by exactly that factor (tests/test_bn.py checks both facts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+class CourseBatchNorm(nn.Module):
+    """Batch norm written out with the course's formulas; works for (N, C) and (N, C, ...)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.weight = nn.Parameter(torch.ones(num_features))  # gamma
+        self.bias = nn.Parameter(torch.zeros(num_features))  # beta
+        self.register_buffer("running_mean", torch.zeros(num_features))  # E
+        self.register_buffer("running_var", torch.ones(num_features))  # Var
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Statistics over every axis but the channel axis (1).
+        dims = [0] + list(range(2, x.dim()))
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        if self.training:
+            mu = x.mean(dim=dims)
+            var = x.var(dim=dims, unbiased=False)
+            with torch.no_grad():
+                m = self.momentum
+                self.running_mean.mul_(1 - m).add_(m * mu)
+                self.running_var.mul_(1 - m).add_(m * var)
+        else:
+            mu, var = self.running_mean, self.running_var
+        x_hat = (x - mu.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        return self.weight.view(shape) * x_hat + self.bias.view(shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+NormFactory = Callable[[int, int], nn.Module]  # (num_features, dims) -> layer
+
+
+@dataclass
+class BatchNormSpec:
+    """Builds the norm layer every model of the zoo asks for: `norm(channels, dims=2)`."""
+
+    enabled: bool = True
+    impl: str = "torch"
+    momentum: float = 0.1
+    eps: float = 1e-5
+
+    def __call__(self, num_features: int, dims: int = 2) -> nn.Module:
+        if not self.enabled:
+            return nn.Identity()
+        if str(self.impl) == "course":
+            return CourseBatchNorm(num_features, eps=self.eps, momentum=self.momentum)
+        cls = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[dims]
+        return cls(num_features, eps=self.eps, momentum=self.momentum)
+
+    @property
+    def bias(self) -> bool:
+        """A conv/linear followed by BN needs no bias of its own (BN's beta is one)."""
+        return not self.enabled
+
+
+def is_norm(m: nn.Module) -> bool:
+    return isinstance(m, (nn.modules.batchnorm._BatchNorm, CourseBatchNorm))

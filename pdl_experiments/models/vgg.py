@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import torch
+from torch import nn
+
+from ..data import DataInfo
+from .common import Normalize, conv_bn_relu
+from .norm import BatchNormSpec
+
+
+class VGG(nn.Module):
+    """A small VGG: stacks of 3x3 convs separated by 2x2 max pools ("M" in the layout)."""
+
+    def __init__(
+        self,
+        info: DataInfo,
+        norm: BatchNormSpec,
+        layout: Sequence[Union[int, str]] = (32, 32, "M", 64, 64, "M", 128, 128, "M"),
+        hidden: int = 128,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.normalize = Normalize(info.mean, info.std)
+        c, size = info.in_shape[0], info.in_shape[1]
+        layers: list[nn.Module] = []
+        for item in layout:
+            if item == "M":
+                if size >= 2:  # on 8x8 digits the third pool would empty the map
+                    layers.append(nn.MaxPool2d(2))
+                    size //= 2
+                continue
+            layers.append(conv_bn_relu(c, int(item), norm))
+            c = int(item)
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        head: list[nn.Module] = [nn.Flatten(), nn.Linear(c, hidden), nn.ReLU(inplace=True)]
+        if dropout:
+            head.append(nn.Dropout(dropout))
+        head.append(nn.Linear(hidden, info.num_classes))
+        self.classifier = nn.Sequential(*head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.features(self.normalize(x))))

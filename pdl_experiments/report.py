@@ -1,0 +1,191 @@
+"""Sweep summaries: one row per job (overrides, status, final metrics) as a rich table,
+summary.csv, summary.md and, when a swept axis is numeric, a PNG plot.
+
+Called by Hydra at the end of every multirun (SweepSummaryCallback) and by `pdl-report`.
+Imports nothing heavy at module level (Hydra instantiates the callback at startup).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from hydra.experimental.callback import Callback
+
+log = logging.getLogger("pdl_experiments")
+
+LAST_SWEEP_FAILED = False
+
+
+def find_runs(dirs: Iterable[str | Path]) -> list[Path]:
+    """Run directories (those with .hydra/config.yaml) at or below each of `dirs`."""
+    runs: list[Path] = []
+    for d in dirs:
+        d = Path(d)
+        if not d.exists():
+            raise FileNotFoundError(f"no such directory: {d}")
+        if (d / ".hydra" / "config.yaml").is_file():
+            runs.append(d)
+        else:
+            runs.extend(sorted(p.parent.parent for p in d.rglob(".hydra/config.yaml")))
+    return sorted(set(runs), key=_job_sort_key)
+
+
+def _job_sort_key(p: Path):
+    head = p.name.split("_", 1)[0]
+    return (str(p.parent), int(head) if head.isdigit() else 10**9, p.name)
+
+
+def collect(runs: list[Path]) -> list[dict[str, Any]]:
+    rows = []
+    for r in runs:
+        overrides = _read_overrides(r)
+        status_path, metrics_path = r / "status.json", r / "metrics.json"
+        status = json.loads(status_path.read_text()) if status_path.is_file() else {}
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        if status.get("status") == "failed":
+            state = "failed: " + status.get("error", "").splitlines()[0][:120]
+        elif metrics:
+            state = "ok"
+        else:
+            state = "incomplete"
+        rows.append({"run": str(r), "overrides": overrides, "status": state, "metrics": metrics})
+    return rows
+
+
+def _read_overrides(run_dir: Path) -> dict[str, str]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return {}
+    from omegaconf import OmegaConf
+
+    out = {}
+    for o in OmegaConf.to_container(OmegaConf.load(path)) or []:
+        k, _, v = str(o).partition("=")
+        if not k.startswith("hydra"):
+            out[k] = v
+    return out
+
+
+def _metric_columns(rows: list[dict]) -> list[str]:
+    keys: list[str] = []
+    for r in rows:
+        for k in r["metrics"]:
+            if k not in keys and (not k.startswith("train/") or k == "train/time_s"):
+                keys.append(k)
+    first = [k for k in ("val/acc", "test/acc") if k in keys]
+    return first + sorted(k for k in keys if k not in first)
+
+
+def report(dirs: Iterable[str | Path], out_dir: Optional[str | Path] = None,
+           metric: Optional[str] = None, console: Any = None) -> list[dict]:
+    dirs = list(dirs)
+    runs = find_runs(dirs)
+    if not runs:
+        raise FileNotFoundError(f"no runs (directories with .hydra/config.yaml) under {', '.join(map(str, dirs))}")
+    rows = collect(runs)
+    out = Path(out_dir or dirs[0])
+    out.mkdir(parents=True, exist_ok=True)
+    axes = sorted({k for r in rows for k in r["overrides"]})
+    metrics = _metric_columns(rows)
+    header = ["job"] + axes + ["status"] + metrics
+    table = []
+    for r in rows:
+        table.append([Path(r["run"]).name] + [r["overrides"].get(a, "") for a in axes] + [r["status"]]
+                     + [_fmt(r["metrics"].get(m)) for m in metrics])
+    with open(out / "summary.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(table)
+    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in table]
+    (out / "summary.md").write_text("\n".join(md) + "\n")
+    _print_table(header, table, console, title=f"sweep summary — {out}")
+    plot_metric = metric or next((m for m in ("test/acc", "test/token_acc", "gan/fid") if m in metrics),
+                                 metrics[0] if metrics else None)
+    if plot_metric:
+        _plot(rows, axes, plot_metric, out)
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _print_table(header, table, console, title) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title, header_style="bold")
+    for h in header:
+        t.add_column(h, overflow="fold")
+    for row in table:
+        t.add_row(*row)
+    (console or Console()).print(t)
+
+
+def _as_float(s: str) -> Optional[float]:
+    try:
+        return float(s)
+    except (TypeError, ValueError):
+        return None
+
+
+def _plot(rows: list[dict], axes: list[str], metric: str, out: Path) -> Optional[Path]:
+    """metric vs the first numeric swept axis, one line per combination of the others."""
+    numeric = [a for a in axes if all(_as_float(r["overrides"].get(a)) is not None for r in rows)
+               and len({r["overrides"].get(a) for r in rows}) > 1]
+    if not numeric:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x_axis = numeric[0]
+    others = [a for a in axes if a != x_axis]
+    lines: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        if metric not in r["metrics"]:
+            continue
+        label = ", ".join(f"{a}={r['overrides'].get(a, '')}" for a in others) or metric
+        lines.setdefault(label, []).append((float(r["overrides"][x_axis]), r["metrics"][metric]))
+    if not lines:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, pts in sorted(lines.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    ax.set_xlabel(x_axis)
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    if len(lines) > 1 or others:
+        ax.legend(fontsize=8)
+    path = out / f"{metric.replace('/', '_')}_vs_{x_axis.replace('/', '_')}.png"
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+class SweepSummaryCallback(Callback):
+    """Hydra callback: summarise every multirun when it ends."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        global LAST_SWEEP_FAILED
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            rows = report([sweep_dir])
+        except Exception as e:  # a summary must never turn a finished sweep into a crash
+            log.error("could not summarise sweep %s: %s", sweep_dir, e)
+            return
+        failed = [r for r in rows if r["status"] != "ok"]
+        LAST_SWEEP_FAILED = bool(failed)
+        if failed:
+            log.error("%d of %d jobs failed (see summary.md)", len(failed), len(rows))

@@ -1,0 +1,94 @@
+"""Checkpoints: written atomically, read with `weights_only=True` (no code runs on load).
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts. Anything that
+is not (a numpy array, an Enum) is converted before saving so `torch.load(...,
+weights_only=True)` always works.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, truncated, corrupted or of another run's kind."""
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save to a temp file in the same directory, fsync, then rename over `path`.
+
+    A kill at any moment leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def resolve_checkpoint(path: str | os.PathLike, name: str = "last.pt") -> Path:
+    """A checkpoint file, or a run directory (then <dir>/checkpoints/<name>)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        for candidate in (p / "checkpoints" / name, p / name):
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(f"no checkpoints/{name} in run directory {p}")
+    if not p.exists():
+        raise CheckpointError(f"checkpoint path does not exist: {p}")
+    return p
+
+
+def load_checkpoint(path: str | os.PathLike, name: str = "last.pt") -> dict:
+    """Load a checkpoint safely; every failure is one CheckpointError line."""
+    p = resolve_checkpoint(path, name)
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, bad pickle, forbidden global, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot read checkpoint {p}: {first[:200]}") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{p} is not a pdl-experiments checkpoint (format {FORMAT_VERSION})")
+    return ckpt
+
+
+def capture_rng() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": _plain(random.getstate())}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _plain(x: Any) -> Any:
+    """Tuples to lists, recursively (weights_only loads lists of ints happily)."""
+    if isinstance(x, (tuple, list)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def file_size(path: str | os.PathLike) -> int:
+    return Path(path).stat().st_size

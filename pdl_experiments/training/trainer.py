@@ -1,0 +1,343 @@
+"""One training loop for every technique.
+
+A technique hands the trainer a `Task` (techniques/base.py): an nn.Module that owns its
+networks, builds its optimizer(s), and whose `training_step` returns a dict with `loss`
+(everything else in it is logged). The trainer owns everything around the step: device,
+mixed precision, epochs, evaluation, best-model tracking, LR schedules, gradient clipping,
+early stopping, checkpoints, signals, logging and progress. It knows no technique by name.
+
+Tasks with several optimizers (GAN, DARTS) set `manual_optimization = True` and call
+`trainer.optimize(loss, name)` from their step for each update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from .checkpoint import FORMAT_VERSION, capture_rng, restore_rng, save_atomic
+from .progress import Progress
+
+log = logging.getLogger("pdl_experiments")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite: the run cannot go on."""
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM arrived; last.pt has been written."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; last.pt saved")
+        self.signum = signum
+
+
+@dataclass
+class RunState:
+    """What outlives one fit: the technique's own state, phases done, a resume point.
+
+    `extra` is saved in every checkpoint (plain values and tensors only), so a technique
+    can keep what an earlier phase measured (accuracy before pruning, a genotype) and read
+    it back after a resume.
+    """
+
+    config_yaml: str = ""
+    technique: str = ""
+    extra: dict = field(default_factory=dict)
+    phases_done: list = field(default_factory=list)
+    resume: Optional[dict] = None  # a loaded checkpoint, consumed by the matching fit()
+    stop_signal: Optional[int] = None
+
+    @property
+    def resume_phase(self) -> Optional[str]:
+        return None if self.resume is None else self.resume.get("phase")
+
+    def install_signal_handlers(self) -> None:
+        """First SIGINT/SIGTERM: finish the current step, save last.pt, exit."""
+
+        def handler(signum, frame):
+            if self.stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C means now
+            self.stop_signal = signum
+
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                signal.signal(s, handler)
+            except ValueError:  # not the main thread (some launchers): keep defaults
+                pass
+
+
+@dataclass
+class FitResult:
+    phase: str
+    epochs: int = 0
+    best_value: Optional[float] = None
+    best_epoch: int = 0
+    val: dict = field(default_factory=dict)  # last validation metrics
+    time_s: float = 0.0
+    stopped_early: bool = False
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: Any,  # TrainerConfig
+        device: torch.device,
+        run_state: RunState,
+        ckpt_dir: Path,
+        make_optimizer: Callable[..., torch.optim.Optimizer],
+        make_scheduler: Optional[Callable[..., Any]] = None,
+        logger: Any = None,  # RunLogger
+    ):
+        self.cfg = cfg
+        self.device = device
+        self.state = run_state
+        self.ckpt_dir = Path(ckpt_dir)
+        self.make_optimizer = make_optimizer
+        self.make_scheduler = make_scheduler
+        self.logger = logger
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.global_step = 0
+        self.epoch = 0
+        self._use_amp = device.type == "cuda" and cfg.amp
+        # Per-step finiteness checks force a device sync; on CUDA check once per log interval.
+        self._check_every = 1 if device.type == "cpu" else cfg.log_every_n_steps
+
+    # ------------------------------------------------------------------ public API
+    def autocast(self):
+        if self._use_amp:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def optimize(self, loss: torch.Tensor, name: str = "default") -> None:
+        """zero_grad -> backward -> clip -> step for one of the task's optimizers."""
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            params = [p for g in opt.param_groups for p in g["params"]]
+            nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        opt.step()
+
+    def fit(
+        self,
+        task: nn.Module,
+        train_loader: Any,
+        val_loader: Any = None,
+        phase: str = "train",
+        max_epochs: Optional[int] = None,
+        monitor: Optional[str] = None,
+        mode: Optional[str] = None,
+    ) -> FitResult:
+        cfg = self.cfg
+        max_epochs = cfg.max_epochs if max_epochs is None else max_epochs
+        monitor = cfg.monitor if monitor is None else monitor
+        sign = 1.0 if str(mode or cfg.mode) == "max" else -1.0
+        task.to(self.device)
+        self.optimizers = dict(task.configure_optimizers(self.make_optimizer))
+        schedulers = {}
+        if self.make_scheduler is not None:
+            schedulers = {n: self.make_scheduler(o) for n, o in self.optimizers.items()}
+        result = FitResult(phase=phase)
+        st = {"epoch": 0, "batch": 0, "global_step": 0, "best": None, "best_epoch": 0,
+              "bad_epochs": 0, "elapsed": 0.0, "epoch_gen_state": None}
+        best_state = None
+
+        ckpt = self.state.resume if self.state.resume_phase == phase else None
+        if ckpt is not None:
+            self.state.resume = None
+            task.load_state_dict(ckpt["task"])
+            for n, o in self.optimizers.items():
+                o.load_state_dict(ckpt["optimizers"][n])
+            for n, s in schedulers.items():
+                s.load_state_dict(ckpt["schedulers"][n])
+            st.update(ckpt["loop"])
+            best_state = ckpt.get("best_state")
+            restore_rng(ckpt["rng"])
+            log.info("resumed phase %r at epoch %d, batch %d", phase, st["epoch"], st["batch"])
+            if ckpt.get("phase_complete"):
+                result.epochs, result.time_s = st["epoch"], st["elapsed"]
+                result.best_value, result.best_epoch = st["best"], st["best_epoch"]
+                result.val = ckpt.get("val", {})
+                self._finish_phase(task, phase, best_state, st, schedulers, result, save=False)
+                return result
+
+        gen = getattr(train_loader, "generator", None)
+        n_batches = len(train_loader)
+        progress = Progress(str(cfg.progress), phase, max_epochs, n_batches)
+        last_save = time.monotonic()
+        try:
+            while st["epoch"] < max_epochs:
+                epoch = st["epoch"] + 1
+                self.epoch = epoch
+                if gen is not None:
+                    # The epoch's order comes from the generator state at its start; saving
+                    # that state lets a resume replay the same order and skip done batches.
+                    if st["batch"] == 0 or st["epoch_gen_state"] is None:
+                        st["epoch_gen_state"] = gen.get_state()
+                    else:
+                        gen.set_state(st["epoch_gen_state"])
+                progress.start_epoch(epoch, st["batch"])
+                task.train()
+                sums: dict[str, torch.Tensor] = {}
+                seen = 0
+                t0 = time.perf_counter()
+                for batch in train_loader.iter_from(st["batch"]):
+                    with self.autocast():
+                        out = task.training_step(batch, self)
+                    loss = out["loss"]
+                    if not task.manual_optimization:
+                        self.optimize(loss)
+                    st["batch"] += 1
+                    st["global_step"] += 1
+                    self.global_step = st["global_step"]
+                    if st["global_step"] % self._check_every == 0 and not torch.isfinite(loss):
+                        raise NonFiniteLossError(
+                            f"non-finite loss ({loss.item()}) at epoch {epoch}, step "
+                            f"{st['global_step']} (phase {phase}); lower optimizer.lr or "
+                            "set trainer.grad_clip"
+                        )
+                    n = len(batch[1])
+                    seen += n
+                    for k, v in out.items():
+                        v = v.detach() if torch.is_tensor(v) else torch.tensor(float(v))
+                        sums[k] = sums[k] + v * n if k in sums else v * n
+                    if self.logger is not None and st["global_step"] % cfg.log_every_n_steps == 0:
+                        self.logger.scalars({"train/loss_step": loss.item()}, st["global_step"])
+                    progress.advance_batch()
+                    if self.state.stop_signal is not None:
+                        st["elapsed"] += time.perf_counter() - t0
+                        self._save_last(task, phase, st, schedulers, best_state, False)
+                        raise Interrupted(self.state.stop_signal)
+                train_time = time.perf_counter() - t0
+                st["elapsed"] += train_time
+                st["batch"] = 0
+                st["epoch"] = epoch
+                for s in schedulers.values():
+                    s.step()
+
+                logs = {f"train/{k}": (v / max(seen, 1)).item() for k, v in sums.items()}
+                logs["train/epoch_time_s"] = train_time
+                logs["train/samples_per_s"] = seen / max(train_time, 1e-9)
+                for n, o in self.optimizers.items():
+                    key = "lr" if n == "default" else f"lr/{n}"
+                    logs[key] = o.param_groups[0]["lr"]
+                if val_loader is not None:
+                    result.val = {f"val/{k}": v for k, v in self.evaluate(task, val_loader).items()}
+                    logs.update(result.val)
+                logs.update(task.on_epoch_end(self, epoch) or {})
+                if self.logger is not None:
+                    self.logger.scalars(logs, st["global_step"])
+
+                value = logs.get(monitor)
+                if value is not None and math.isfinite(value):
+                    if st["best"] is None or sign * value > sign * st["best"]:
+                        st["best"], st["best_epoch"], st["bad_epochs"] = value, epoch, 0
+                        best_state = _clone_state(task)
+                    else:
+                        st["bad_epochs"] += 1
+                shown = {k: logs[k] for k in ("train/loss", monitor) if k in logs}
+                progress.end_epoch(epoch, max_epochs, "  ".join(f"{k}={v:.4f}" for k, v in shown.items()))
+
+                if self.state.stop_signal is not None:
+                    self._save_last(task, phase, st, schedulers, best_state, False)
+                    raise Interrupted(self.state.stop_signal)
+                if cfg.keep > 0:
+                    self._save_snapshot(task, phase, st, schedulers, best_state)
+                if time.monotonic() - last_save > cfg.checkpoint_interval_s:
+                    self._save_last(task, phase, st, schedulers, best_state, False)
+                    last_save = time.monotonic()
+                if 0 < cfg.early_stopping_patience <= st["bad_epochs"]:
+                    log.info("early stopping at epoch %d (%s did not improve for %d epochs)",
+                             epoch, monitor, st["bad_epochs"])
+                    result.stopped_early = True
+                    break
+        finally:
+            progress.close()
+
+        result.epochs, result.time_s = st["epoch"], st["elapsed"]
+        result.best_value, result.best_epoch = st["best"], st["best_epoch"]
+        self._finish_phase(task, phase, best_state, st, schedulers, result, save=True)
+        return result
+
+    @torch.no_grad()
+    def evaluate(self, task: nn.Module, loader: Any) -> dict[str, float]:
+        was_training = task.training
+        task.eval()
+        try:
+            with self.autocast():
+                return task.evaluate(loader)
+        finally:
+            task.train(was_training)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _finish_phase(self, task, phase, best_state, st, schedulers, result, save: bool) -> None:
+        if best_state is not None:
+            task.load_state_dict(best_state)  # end the phase on the best weights
+        if phase not in self.state.phases_done:
+            self.state.phases_done.append(phase)
+        if save:
+            self._save_last(task, phase, st, schedulers, best_state, True, result.val)
+            self.save_best(task, phase, st["best_epoch"], st["best"])
+
+    def _payload(self, task, phase, st, schedulers, best_state, complete, val=None) -> dict:
+        return {
+            "format": FORMAT_VERSION,
+            "technique": self.state.technique,
+            "config": self.state.config_yaml,
+            "phase": phase,
+            "phase_complete": complete,
+            "phases_done": list(self.state.phases_done),
+            "loop": dict(st),
+            "task": task.state_dict(),
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "schedulers": {n: s.state_dict() for n, s in schedulers.items()},
+            "best_state": best_state,
+            "rng": capture_rng(),
+            "val": dict(val or {}),
+            "extra": self.state.extra,
+        }
+
+    def _save_last(self, task, phase, st, schedulers, best_state, complete, val=None) -> None:
+        save_atomic(self._payload(task, phase, st, schedulers, best_state, complete, val),
+                    self.ckpt_dir / "last.pt")
+
+    def _save_snapshot(self, task, phase, st, schedulers, best_state) -> None:
+        path = self.ckpt_dir / f"{phase}_epoch{st['epoch']:04d}.pt"
+        save_atomic(self._payload(task, phase, st, schedulers, best_state, False), path)
+        snaps = sorted(self.ckpt_dir.glob(f"{phase}_epoch*.pt"))
+        for old in snaps[: -self.cfg.keep]:
+            old.unlink(missing_ok=True)
+
+    def save_best(self, task: nn.Module, phase: str, epoch: int, value: Optional[float]) -> None:
+        """best.pt: just what load_run needs (weights, config, technique state)."""
+        save_atomic(
+            {
+                "format": FORMAT_VERSION,
+                "technique": self.state.technique,
+                "config": self.state.config_yaml,
+                "phase": phase,
+                "epoch": epoch,
+                "monitor_value": value,
+                "task": task.state_dict(),
+                "extra": self.state.extra,
+            },
+            self.ckpt_dir / "best.pt",
+        )
+
+
+def _clone_state(module: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+__all__ = ["FitResult", "Interrupted", "NonFiniteLossError", "RunState", "Trainer"]
