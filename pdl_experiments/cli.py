@@ -82,22 +82,32 @@ _NOISE = re.compile(r"^\s*(full_key|reference_type|object_type|msg)\b.*$")
 
 
 def one_line(e: BaseException) -> str:
-    """Squash an exception (and its causes) into one readable line."""
+    """Squash an exception (and its causes) into one readable line.
+
+    Our own errors (DataError, ConfigError, CheckpointError, ...) already are one line:
+    when one is in the chain, it alone is the message, whatever Hydra wrapped it in.
+    """
+    chain: list[BaseException] = []
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    ours = [x for x in chain if type(x).__module__.startswith("pdl_experiments")
+            and not hasattr(x, "signum")]
+    if ours:
+        chain = [ours[-1]]
     parts: list[str] = []
-    seen: set[int] = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        lines = [ln.strip() for ln in str(e).splitlines()]
-        lines = [ln for ln in lines if ln and not _NOISE.match(ln)
+    for x in chain:
+        text = str(x).split("Config search path:")[0]
+        lines = [ln.strip() for ln in text.splitlines()]
+        lines = [ln for ln in lines if ln and not _NOISE.match(ln) and "$VALUE" not in ln
                  and not ln.startswith("Set the environment variable HYDRA_FULL_ERROR")]
         text = " ".join(lines).replace("\t", " ")
-        text = re.sub(r"Available options in '(\w+)': (.*)",
-                      lambda m: f"available options in '{m.group(1)}': "
+        text = re.sub(r"\s*Available options in '(\w+)':\s*(.*)",
+                      lambda m: f"; available options in '{m.group(1)}': "
                                 + ", ".join(m.group(2).split()), text)
         if text and not any(text in p for p in parts):
             parts.append(text)
-        e = e.__cause__ or e.__context__
-    msg = ": ".join(parts) or "unknown error"
+    msg = ": ".join(parts) or type(chain[0]).__name__
     return msg if len(msg) <= 400 else msg[:397] + "..."
 
 

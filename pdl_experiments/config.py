@@ -75,8 +75,16 @@ class Attack(StrEnum):
 
 
 class SurrogateData(StrEnum):
-    holdout = "holdout"
-    queries = "queries"
+    holdout = "holdout"  # the attacker has labelled data of its own (a held-out part of train)
+    queries = "queries"  # the attacker has images only and labels them by querying the target
+
+
+class GradNorm(StrEnum):
+    """Per-sample rescaling of the gradient in the `grad` attack x' = x + eps * g."""
+
+    none = "none"  # the raw gradient, as taught: eps has no fixed meaning
+    linf = "linf"  # g / max|g|: the largest pixel change is eps
+    l2 = "l2"  # g * sqrt(D) / ||g||_2: the L2 length of an FGSM step of size eps
 
 
 class GanLoss(StrEnum):
@@ -154,17 +162,21 @@ class PruneConfig:
 
 @dataclass
 class AdvConfig:
-    attack: Attack = Attack.fgsm
-    epsilon: float = 0.1
+    attack: Attack = Attack.fgsm  # used by adversarial training and the transfer attack
+    epsilon: float = 0.1  # pixel units (images are in [0, 1]); L-inf radius for fgsm/pgd
     eval_eps: List[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.3])
-    grad_normalize: bool = True
+    grad_normalize: GradNorm = GradNorm.linf
     pgd_steps: int = 10
     pgd_step_size: Optional[float] = None  # None: 2.5 * eps / steps
-    train: bool = False
+    train: bool = False  # adversarial training (the defence)
     mix: float = 0.0  # weight of the clean loss in adversarial training
+    baseline: bool = True  # with adv.train: also train a standard model, adv/baseline/* keys
     blackbox: bool = False
     surrogate_data: SurrogateData = SurrogateData.holdout
+    surrogate_model: Optional[str] = None  # a model-zoo name; None: mlp (cnn for an mlp target)
+    surrogate_fraction: float = 0.5  # share of train held out from the target for the attacker
     surrogate_epochs: int = 20
+    grid: int = 8  # test images in the clean-vs-adversarial figure; 0 = none
 
 
 @dataclass
@@ -172,32 +184,46 @@ class GanConfig:
     loss: GanLoss = GanLoss.nonsaturating
     latent_dim: int = 64
     n_samples: int = 1000
-    lr: float = 2e-4
+    lr: float = 2e-4  # Adam, both networks (DCGAN)
     beta1: float = 0.5
-    classifier_epochs: int = 20
+    classifier_epochs: int = 20  # the judge behind gan/fid and gan/class_coverage
+    cache_dir: Optional[str] = None  # where the judge is cached; None: ~/.cache/pdl_experiments
+
+
+class NasOp(StrEnum):
+    """DARTS candidate operations (pdl_experiments/models/darts.py builds each)."""
+
+    conv_3x3 = "conv_3x3"
+    conv_5x5 = "conv_5x5"
+    dil_conv_3x3 = "dil_conv_3x3"
+    sep_conv_3x3 = "sep_conv_3x3"
+    max_pool_3x3 = "max_pool_3x3"
+    avg_pool_3x3 = "avg_pool_3x3"
+    skip_connect = "skip_connect"
+    none = "none"  # the zero op: lets the search switch an edge off
 
 
 @dataclass
 class NasConfig:
-    ops: List[str] = field(
+    ops: List[NasOp] = field(
         default_factory=lambda: [
-            "conv_3x3",
-            "conv_5x5",
-            "dil_conv_3x3",
-            "max_pool_3x3",
-            "avg_pool_3x3",
-            "skip_connect",
-            "none",
+            NasOp.conv_3x3,
+            NasOp.conv_5x5,
+            NasOp.dil_conv_3x3,
+            NasOp.max_pool_3x3,
+            NasOp.avg_pool_3x3,
+            NasOp.skip_connect,
+            NasOp.none,
         ]
     )
-    nodes: int = 3
+    nodes: int = 3  # intermediate nodes per cell (plus 2 input nodes)
     cells: int = 2
     channels: int = 16
     search_epochs: int = 10
     retrain_epochs: int = 20
-    arch_lr: float = 3e-3
-    second_order: bool = False
-    baseline: NasBaseline = NasBaseline.none
+    arch_lr: float = 3e-3  # Adam on alpha, betas (0.5, 0.999), weight decay 1e-3
+    second_order: bool = False  # unrolled (second-order) alpha gradient
+    baseline: NasBaseline = NasBaseline.none  # random: skip the search, random genotype
 
 
 @dataclass
@@ -262,13 +288,22 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("adv.eval_eps", lambda v: all(e >= 0 for e in v), "numbers >= 0"),
     ("adv.pgd_steps", lambda v: v >= 1, "an integer >= 1"),
     ("adv.mix", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    ("adv.pgd_step_size", lambda v: v > 0, "a number > 0 (or null: 2.5 * eps / steps)"),
+    ("adv.surrogate_fraction", lambda v: 0 < v < 1, "a number in (0, 1)"),
+    ("adv.surrogate_epochs", lambda v: v >= 1, "an integer >= 1"),
+    ("adv.grid", lambda v: v >= 0, "an integer >= 0 (0 = no figure)"),
     ("gan.latent_dim", lambda v: v >= 1, "an integer >= 1"),
-    ("gan.n_samples", lambda v: v >= 1, "an integer >= 1"),
+    ("gan.n_samples", lambda v: v >= 2, "an integer >= 2"),
+    ("gan.lr", lambda v: v > 0, "a number > 0"),
+    ("gan.beta1", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    ("gan.classifier_epochs", lambda v: v >= 1, "an integer >= 1"),
     ("nas.nodes", lambda v: v >= 1, "an integer >= 1"),
     ("nas.cells", lambda v: v >= 1, "an integer >= 1"),
     ("nas.search_epochs", lambda v: v >= 1, "an integer >= 1"),
     ("nas.retrain_epochs", lambda v: v >= 1, "an integer >= 1"),
     ("nas.ops", lambda v: len(v) >= 1, "a non-empty list of operations"),
+    ("nas.channels", lambda v: v >= 1, "an integer >= 1"),
+    ("nas.arch_lr", lambda v: v > 0, "a number > 0"),
 ]
 
 

@@ -94,7 +94,7 @@ def report(dirs: Iterable[str | Path], out_dir: Optional[str | Path] = None,
     header = ["job"] + axes + ["status"] + metrics
     table = []
     for r in rows:
-        table.append([Path(r["run"]).name] + [r["overrides"].get(a, "") for a in axes] + [r["status"]]
+        table.append([Path(r["run"]).name.split("_", 1)[0]] + [r["overrides"].get(a, "") for a in axes] + [r["status"]]
                      + [_fmt(r["metrics"].get(m)) for m in metrics])
     with open(out / "summary.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -103,12 +103,20 @@ def report(dirs: Iterable[str | Path], out_dir: Optional[str | Path] = None,
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in table]
     (out / "summary.md").write_text("\n".join(md) + "\n")
-    _print_table(header, table, console, title=f"sweep summary — {out}")
+    # The console gets the headline columns; summary.csv / summary.md keep all of them.
+    shown = [i for i, h in enumerate(header) if i < len(axes) + 2 or h in _headline(metrics)]
+    _print_table([header[i] for i in shown], [[row[i] for i in shown] for row in table],
+                 console, title=f"sweep summary — {out}")
     plot_metric = metric or next((m for m in ("test/acc", "test/token_acc", "gan/fid") if m in metrics),
                                  metrics[0] if metrics else None)
     if plot_metric:
         _plot(rows, axes, plot_metric, out)
     return rows
+
+
+def _headline(metrics: list[str], most: int = 8) -> list[str]:
+    preferred = [m for m in metrics if m.count("/") <= 1 and not m.startswith(("val/loss", "test/loss"))]
+    return (preferred or metrics)[:most]
 
 
 def _fmt(v: Any) -> str:
@@ -128,7 +136,12 @@ def _print_table(header, table, console, title) -> None:
         t.add_column(h, overflow="fold")
     for row in table:
         t.add_row(*row)
-    (console or Console()).print(t)
+    if console is None:
+        import sys
+
+        # Off a terminal rich assumes 80 columns and folds every cell: give it room.
+        console = Console() if sys.stdout.isatty() else Console(width=200)
+    console.print(t)
 
 
 def _as_float(s: str) -> Optional[float]:

@@ -70,6 +70,7 @@ class RunContext:
         self.logger = logger
         self.state = state
         self.train_time_s = 0.0
+        self.global_step = 0  # continues across phases so TensorBoard curves never overlap
         self.augment = None
         if data.info.kind == "image":
             from .data.augment import build_augmentation
@@ -118,10 +119,12 @@ class RunContext:
     def fit(self, task, phase: str = "train", train=None, val: Any = "val", **kw) -> FitResult:
         """Train `task` with the shared trainer on the train split (or `train`), validate on val."""
         trainer = self.trainer()
+        trainer.global_step = self.global_step
         val_loader = self.loader(val) if val is not None else None
         result = trainer.fit(task, train if train is not None else self.train_loader(),
                              val_loader, phase=phase, **kw)
         self.train_time_s += result.time_s
+        self.global_step = trainer.global_step
         return result
 
     def evaluate(self, task, split: str = "test") -> dict[str, float]:
@@ -194,7 +197,7 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict[str, floa
     metrics = {k: float(v) for k, v in metrics.items()}
     save_json(metrics, run_dir / "metrics.json")
     logger.hparams(_hparams(cfg), {k: v for k, v in metrics.items() if _is_final(k)},
-                   step=max(1, ctx.state.extra.get("_global_step", 0)))
+                   step=ctx.global_step)
     logger.close()
     _print_summary(cfg, run_dir, metrics)
     return metrics

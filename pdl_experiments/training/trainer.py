@@ -149,7 +149,7 @@ class Trainer:
         if self.make_scheduler is not None:
             schedulers = {n: self.make_scheduler(o) for n, o in self.optimizers.items()}
         result = FitResult(phase=phase)
-        st = {"epoch": 0, "batch": 0, "global_step": 0, "best": None, "best_epoch": 0,
+        st = {"epoch": 0, "batch": 0, "global_step": self.global_step, "best": None, "best_epoch": 0,
               "bad_epochs": 0, "elapsed": 0.0, "epoch_gen_state": None}
         best_state = None
 
@@ -162,6 +162,7 @@ class Trainer:
             for n, s in schedulers.items():
                 s.load_state_dict(ckpt["schedulers"][n])
             st.update(ckpt["loop"])
+            self.global_step = st["global_step"]
             best_state = ckpt.get("best_state")
             restore_rng(ckpt["rng"])
             log.info("resumed phase %r at epoch %d, batch %d", phase, st["epoch"], st["batch"])

@@ -1,0 +1,363 @@
+"""Adversarial examples: white-box and black-box attacks, adversarial training as defence.
+
+A small shift v of the input, chosen to increase the loss, changes a trained network's
+prediction on purpose. The run, top to bottom:
+
+1. `baseline` (only with adv.train=true and adv.baseline=true): a standard model, trained
+   and attacked first so the numbers with and without the defence sit in one metrics.json
+   (`adv/baseline/*`).
+2. `train`: the target. Standard training, or with adv.train=true the course's defence
+   loop: each step attack the current model (adv.attack, adv.epsilon) to get x', take the
+   loss on x' (mixed with the clean loss by adv.mix) and update the weights with it.
+3. White-box evaluation on the test split: accuracy under grad, fgsm and pgd for every eps
+   of adv.eval_eps (`adv/acc/<attack>@<eps>`, a figure of accuracy vs eps, a grid of
+   clean vs adversarial images with their predictions).
+4. `surrogate` (adv.blackbox=true): the attacker trains its own network of another
+   architecture on a part of the training split the target never saw, with the true labels
+   (adv.surrogate_data=holdout) or with labels bought by querying the target (queries);
+   adversarial examples crafted on the surrogate are then fed to the target.
+
+Success of an attack (`adv/whitebox_success@eps`, `adv/transfer_success@eps`) is the share
+of the test images the target classifies correctly that it misclassifies once attacked.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ConfigError
+from .attacks import ATTACKS, AttackSpec, attacked_predictions, perturb, predict
+from .base import ClassificationTask, Task, classification_metrics
+
+log = logging.getLogger("pdl_experiments")
+
+ATTACK_SEED_OFFSET = 4242  # PGD's random starts in evaluation: fixed, off the global RNG
+
+
+# ----------------------------------------------------------------------------- tasks
+class AdversarialTask(ClassificationTask):
+    """The course's defence: learn from the adversarial examples of the current model."""
+
+    def __init__(self, model: nn.Module, attack: AttackSpec, mix: float, seed: int):
+        super().__init__(model)
+        self.attack = attack
+        self.mix = mix
+        self.seed = seed
+
+    def training_step(self, batch, trainer):
+        x, y = batch  # (B, C, H, W), (B,)
+        # perturb() attacks in eval mode, so BN neither normalises x' with the statistics
+        # of the batch being attacked nor folds the attack's forward passes into its
+        # running statistics; the model is back in train mode for the update below.
+        x_adv = perturb(self.model, x, y, self.attack)
+        adv_loss, adv_logits = self.loss(x_adv, y)
+        out = {"adv_loss": adv_loss, "adv_acc": (adv_logits.argmax(1) == y).float().mean()}
+        if self.mix > 0:
+            clean_loss, logits = self.loss(x, y)
+            out.update(clean_loss=clean_loss, acc=(logits.argmax(1) == y).float().mean())
+            out["loss"] = self.mix * clean_loss + (1 - self.mix) * adv_loss
+        else:
+            out["loss"] = adv_loss
+        return out
+
+    def evaluate(self, loader) -> dict[str, float]:
+        metrics = classification_metrics(self.model, loader)
+        gen, correct, n = None, 0, 0
+        for x, y in loader:
+            gen = gen or _generator(self.seed, x.device)  # the same PGD starts every epoch
+            correct += (attacked_predictions(self.model, x, y, self.attack, len(y), gen) == y).sum().item()
+            n += len(y)
+        metrics["robust_acc"] = correct / max(n, 1)
+        return metrics
+
+
+class SurrogateTask(Task):
+    """The attacker's own classifier, trained on what the attacker has.
+
+    The frozen target rides along as `model` (no optimizer, never in train mode): every
+    checkpoint of this phase still holds the attacked network where load_run, pdl-eval and
+    a resume look for a run's model.
+    """
+
+    def __init__(self, target: nn.Module, surrogate: nn.Module):
+        super().__init__()
+        self.model = target
+        self.surrogate = surrogate
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.model.eval()  # only ever queried: its BN statistics must not move
+        return self
+
+    def configure_optimizers(self, make_optimizer):
+        return {"default": make_optimizer(self.surrogate.parameters())}
+
+    def training_step(self, batch, trainer):
+        x, y = batch
+        logits = self.surrogate(x)
+        return {"loss": F.cross_entropy(logits, y), "acc": (logits.argmax(1) == y).float().mean()}
+
+    @torch.no_grad()
+    def evaluate(self, loader) -> dict[str, float]:
+        return classification_metrics(self.surrogate, loader)
+
+
+# ----------------------------------------------------------------------------- run
+def run(ctx) -> dict[str, float]:
+    cfg = ctx.cfg.adv
+    surrogate_name = _check(ctx)
+    eps_list = sorted({float(e) for e in cfg.eval_eps} | {float(cfg.epsilon)})
+    # A resumed run skips the phases its checkpoint had already finished.
+    resumed = ctx.state.resume_phase
+    finished = set(ctx.state.phases_done) - {resumed} if resumed else set()
+
+    target_split, holdout = _split(ctx)
+    metrics: dict[str, float] = {}
+    baseline: Optional[dict] = None
+    if cfg.train and cfg.baseline:
+        if "baseline" in finished:
+            baseline = dict(ctx.state.extra["adv_baseline"])
+        else:
+            model = ctx.build_model()
+            task = ClassificationTask(model)
+            ctx.fit(task, phase="baseline", train=ctx.train_loader(target_split))
+            log.info("white-box attacks on the standard (baseline) model")
+            baseline = {"clean_acc": ctx.evaluate(task, "test")["test/acc"],
+                        **whitebox(model, ctx.data.test, eps_list, cfg, _eval_bs(ctx), ctx.cfg.seed)}
+            ctx.state.extra["adv_baseline"] = baseline  # saved with every later checkpoint
+        metrics.update({f"adv/baseline/{k}": v for k, v in baseline.items()})
+
+    target = ctx.build_model()
+    if cfg.train:
+        task = AdversarialTask(target, _spec(cfg, str(cfg.attack), cfg.epsilon), float(cfg.mix),
+                               int(ctx.cfg.seed) + ATTACK_SEED_OFFSET)
+    else:
+        task = ClassificationTask(target)
+    if "train" in finished:
+        _load_prefixed(target, ctx.state.resume["task"], "model.")
+    else:
+        ctx.fit(task, phase="train", train=ctx.train_loader(target_split))
+    metrics.update(ctx.classification_metrics(task, target))
+
+    log.info("white-box attacks on the %s model", "adversarially trained" if cfg.train else "standard")
+    wb = whitebox(target, ctx.data.test, eps_list, cfg, _eval_bs(ctx), ctx.cfg.seed)
+    metrics.update({f"adv/{k}": v for k, v in wb.items()})
+    if baseline is not None:
+        for name in ATTACKS:
+            metrics[f"adv/robust_gain/{name}"] = wb[f"robust_acc/{name}"] - baseline[f"robust_acc/{name}"]
+        metrics["adv/clean_drop"] = baseline["clean_acc"] - metrics["test/acc"]
+
+    success = None
+    if cfg.blackbox:
+        success = blackbox(ctx, target, holdout, surrogate_name, eps_list)
+        metrics.update(success)
+
+    _log_pictures(ctx, target, wb, baseline, success, eps_list)
+    return metrics
+
+
+def whitebox(model: nn.Module, split, eps_list: list[float], cfg, batch_size: int,
+             seed: int) -> dict[str, float]:
+    """Test accuracy under each attack for each eps: acc/<attack>@<eps>, robust_acc/<attack>."""
+    x, y = split
+    out: dict[str, float] = {}
+    for name in ATTACKS:
+        accs = []
+        for eps in eps_list:
+            preds = attacked_predictions(model, x, y, _spec(cfg, name, eps), batch_size,
+                                         _generator(int(seed) + ATTACK_SEED_OFFSET, x.device))
+            accs.append((preds == y).float().mean().item())
+            out[f"acc/{name}@{eps:g}"] = accs[-1]
+        out[f"robust_acc/{name}"] = out[f"acc/{name}@{float(cfg.epsilon):g}"]
+        log.info("  %-4s  %s", name, "  ".join(f"eps={e:g}: {a:.3f}" for e, a in zip(eps_list, accs)))
+    return out
+
+
+def blackbox(ctx, target: nn.Module, holdout, surrogate_name: str,
+             eps_list: list[float]) -> dict[str, float]:
+    """Train a surrogate on the attacker's data, transfer its adversarial examples to the target."""
+    from ..models import IMAGE_MODELS
+
+    cfg = ctx.cfg.adv
+    queries = str(cfg.surrogate_data) == "queries"
+    x_h, y_h = holdout
+    x_v, y_v = ctx.data.val
+    if queries:
+        # The "call its API" route: the attacker owns images, the target labels them.
+        y_h, y_v = predict(target, x_h), predict(target, x_v)
+    surrogate = ctx.build_model({"_target_": IMAGE_MODELS[surrogate_name]})
+    task = SurrogateTask(target, surrogate)
+    ctx.fit(task, phase="surrogate", train=ctx.train_loader((x_h, y_h), seed_offset=1),
+            val=(x_v, y_v), max_epochs=int(cfg.surrogate_epochs))
+
+    x, y = ctx.data.test
+    clean_ok = predict(target, x) == y  # (N,) success counts among these only
+    s_preds = predict(surrogate, x)
+    out = {"adv/surrogate/test_acc": (s_preds == y).float().mean().item(),
+           "adv/surrogate/agreement": (s_preds == predict(target, x)).float().mean().item(),
+           "adv/surrogate/train_size": float(len(y_h))}
+    if queries:
+        out["adv/surrogate/queries"] = float(len(y_h) + len(y_v))
+    bs, name = _eval_bs(ctx), str(cfg.attack)
+    log.info("black-box transfer: %s crafted on a %s surrogate, evaluated on the target", name, surrogate_name)
+    for eps in (e for e in eps_list if e > 0):
+        spec = _spec(cfg, name, eps)
+        gen = lambda: _generator(int(ctx.cfg.seed) + ATTACK_SEED_OFFSET, x.device)  # noqa: E731
+        white = attacked_predictions(target, x, y, spec, bs, gen())
+        transfer = attacked_predictions(target, x, y, spec, bs, gen(), source=surrogate)
+        out[f"adv/whitebox_success@{eps:g}"] = _success(white, y, clean_ok)
+        out[f"adv/transfer_success@{eps:g}"] = _success(transfer, y, clean_ok)
+        log.info("  eps=%g  white-box success %.3f  transfer success %.3f", eps,
+                 out[f"adv/whitebox_success@{eps:g}"], out[f"adv/transfer_success@{eps:g}"])
+    return out
+
+
+# ----------------------------------------------------------------------------- pdl-eval
+def evaluate_model(model: nn.Module, data, cfg) -> dict[str, float]:
+    """pdl-eval: clean test accuracy and the white-box curves of a saved run's model."""
+    x, y = data.test
+    eps_list = sorted({float(e) for e in cfg.adv.eval_eps} | {float(cfg.adv.epsilon)})
+    out = {"test/acc": (predict(model, x) == y).float().mean().item()}
+    wb = whitebox(model, data.test, eps_list, cfg.adv, int(cfg.trainer.eval_batch_size), int(cfg.seed))
+    out.update({f"adv/{k}": v for k, v in wb.items()})
+    return out
+
+
+# ----------------------------------------------------------------------------- helpers
+def _check(ctx) -> str:
+    """Fail before any training on what the config types cannot catch; the surrogate's name."""
+    from ..models import IMAGE_MODELS
+
+    cfg = ctx.cfg.adv
+    if ctx.data.info.kind != "image":
+        raise ConfigError(f"technique=adv needs an image dataset; {ctx.data.info.name} is a "
+                          f"{ctx.data.info.kind} task")
+    name = cfg.surrogate_model
+    if name is None:
+        name = "cnn" if ctx.cfg.model.get("_target_") == IMAGE_MODELS["mlp"] else "mlp"
+    if name not in IMAGE_MODELS:
+        raise ConfigError(f"adv.surrogate_model={name}: expected one of {', '.join(IMAGE_MODELS)}")
+    return str(name)
+
+
+def _split(ctx):
+    """(target's training split, attacker's holdout): the holdout only with adv.blackbox."""
+    from ..data import stratified_split
+
+    x, y = ctx.data.train
+    if not ctx.cfg.adv.blackbox:
+        return (x, y), None
+    held, rest = stratified_split(y.cpu(), (float(ctx.cfg.adv.surrogate_fraction),), int(ctx.cfg.seed) + 7)
+    held, rest = held.to(y.device), rest.to(y.device)
+    if len(held) == 0 or len(rest) == 0:
+        raise ConfigError(f"adv.surrogate_fraction={ctx.cfg.adv.surrogate_fraction} leaves no training "
+                          f"images for the {'target' if len(rest) == 0 else 'surrogate'}")
+    return (x[rest], y[rest]), (x[held], y[held])
+
+
+def _spec(cfg, name: str, eps: float) -> AttackSpec:
+    step = cfg.pgd_step_size
+    return AttackSpec(name, float(eps), str(cfg.grad_normalize), int(cfg.pgd_steps),
+                      None if step is None else float(step))
+
+
+def _generator(seed: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _eval_bs(ctx) -> int:
+    return int(ctx.cfg.trainer.eval_batch_size)
+
+
+def _success(preds: torch.Tensor, y: torch.Tensor, clean_ok: torch.Tensor) -> float:
+    return ((preds != y) & clean_ok).float().sum().item() / max(int(clean_ok.sum()), 1)
+
+
+def _load_prefixed(model: nn.Module, state: dict, prefix: str) -> None:
+    model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+
+# ----------------------------------------------------------------------------- pictures
+def _log_pictures(ctx, target, wb, baseline, success, eps_list) -> None:
+    if ctx.logger is None:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    # Accuracy vs eps also as scalars, with eps (x1000) as the step: TensorBoard's own
+    # interactive curves, next to the figure.
+    for name in ATTACKS:
+        for eps in eps_list:
+            ctx.logger.scalars({f"adv/acc_vs_eps_x1000/{name}": wb[f"acc/{name}@{eps:g}"]},
+                               int(round(eps * 1000)))
+    ctx.logger.figure("adv/acc_vs_eps", _curves_figure(plt, wb, baseline, eps_list,
+                                                       ctx.cfg.adv.train))
+    if success is not None:
+        ctx.logger.figure("adv/success_vs_eps", _success_figure(plt, success, eps_list,
+                                                                str(ctx.cfg.adv.attack)))
+    n = int(ctx.cfg.adv.grid)
+    if n > 0:
+        ctx.logger.figure("adv/examples", _examples_figure(plt, ctx, target, n))
+
+
+def _curves_figure(plt, wb, baseline, eps_list, adv_trained: bool):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    label = "adv. trained" if adv_trained else "standard"
+    for i, name in enumerate(ATTACKS):
+        ax.plot(eps_list, [wb[f"acc/{name}@{e:g}"] for e in eps_list], marker="o",
+                color=f"C{i}", label=f"{name} ({label})")
+        if baseline is not None:
+            ax.plot(eps_list, [baseline[f"acc/{name}@{e:g}"] for e in eps_list], marker="x",
+                    ls="--", color=f"C{i}", label=f"{name} (standard)")
+    ax.set_xlabel("epsilon (pixel units, images in [0, 1])")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _success_figure(plt, success, eps_list, attack: str):
+    eps = [e for e in eps_list if e > 0]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for kind, marker in (("whitebox", "o"), ("transfer", "s")):
+        ax.plot(eps, [success[f"adv/{kind}_success@{e:g}"] for e in eps], marker=marker,
+                label=f"{kind} ({attack})")
+    ax.set_xlabel("epsilon")
+    ax.set_ylabel("attack success (correct -> wrong)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _examples_figure(plt, ctx, target, n: int):
+    """Rows: clean, then each attack at adv.epsilon; titles: prediction (red when wrong)."""
+    cfg = ctx.cfg.adv
+    x, y = (t[:n] for t in ctx.data.test)
+    rows = [("clean", x)]
+    for name in ATTACKS:
+        gen = _generator(int(ctx.cfg.seed) + ATTACK_SEED_OFFSET, x.device)
+        rows.append((f"{name} eps={float(cfg.epsilon):g}", perturb(target, x, y, _spec(cfg, name, cfg.epsilon), gen)))
+    names = ctx.data.info.class_names or [str(i) for i in range(ctx.data.info.num_classes)]
+    fig, axes = plt.subplots(len(rows), len(y), figsize=(1.3 * len(y), 1.5 * len(rows)), squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        preds = predict(target, images)
+        for c in range(len(y)):
+            ax = axes[r][c]
+            img = images[c].detach().float().cpu().permute(1, 2, 0).clamp(0, 1)  # (H, W, C)
+            ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+            ok = bool(preds[c] == y[c])
+            ax.set_title(names[int(preds[c])], color="green" if ok else "red", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r][0].set_ylabel(label, fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,237 @@
+"""Attention: why the old seq2seq forgets, and how attention and the Transformer fix it.
+
+One recipe for three models on a toy sequence task (dataset=copy|reverse|sort):
+    train with teacher forcing (the decoder reads the true previous token)
+    -> evaluate by greedy decoding (it reads its own previous guess, as in real use)
+    -> accuracy per output position, attention heatmaps, alignment of attention.
+
+model=seq2seq hands its decoder only the encoder's final state: on reverse the first
+outputs (the last inputs, just read) come out right and the last outputs (the first
+inputs, long overwritten) do not, and the longer the input the worse. model=
+seq2seq_attention and model=transformer look back at every input position, and their
+heatmaps on reverse show the anti-diagonal: output t reads input L-1-t.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..config import ConfigError
+from ..data import DataSplits, TensorLoader
+from ..data.sequences import source_positions
+from ..models import count_params
+from ..models.seq2seq import Seq2SeqModel
+from .base import Task
+
+log = logging.getLogger("pdl_experiments")
+
+
+class Seq2SeqTask(Task):
+    """Cross-entropy over target tokens (padding ignored), decoder fed the true prefix."""
+
+    def __init__(self, model: Seq2SeqModel):
+        super().__init__()
+        self.model = model
+
+    def training_step(self, batch, trainer):
+        x, y = batch  # (B, L) each
+        logits = self.model(x, self.model.shift_right(y))  # (B, T, V)
+        loss = token_loss(logits, y, self.model.pad)
+        real = y != self.model.pad
+        correct = (logits.argmax(-1) == y) & real
+        # Teacher-forced accuracy: an optimistic number, val/token_acc is the honest one.
+        return {"loss": loss, "tf_token_acc": correct.sum() / real.sum().clamp_min(1)}
+
+    @torch.no_grad()
+    def evaluate(self, loader) -> dict[str, float]:
+        return decode_scores(self.model, loader).summary()
+
+
+def token_loss(logits: torch.Tensor, y: torch.Tensor, pad: int) -> torch.Tensor:
+    return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=pad)
+
+
+@dataclass
+class DecodeScores:
+    """Greedy-decoding results over a split, kept per output position."""
+
+    correct: torch.Tensor  # (T,) right tokens at each output position
+    count: torch.Tensor  # (T,) real (non-pad) target tokens at each position
+    seq_correct: int = 0
+    n_seq: int = 0
+    loss_sum: float = 0.0  # teacher-forced, per token
+    preds: list = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        tokens = max(int(self.count.sum()), 1)
+        return {"token_acc": float(self.correct.sum()) / tokens,
+                "seq_acc": self.seq_correct / max(self.n_seq, 1),
+                "loss": self.loss_sum / tokens}
+
+    def position_acc(self) -> torch.Tensor:
+        return self.correct / self.count.clamp_min(1)  # (T,)
+
+
+@torch.no_grad()
+def decode_scores(model: Seq2SeqModel, loader: Any) -> DecodeScores:
+    length = model.max_len
+    scores = DecodeScores(torch.zeros(length), torch.zeros(length))
+    for x, y in loader:
+        real = y != model.pad  # (B, T)
+        pred = model.generate(x, y.shape[1])  # (B, T), no teacher forcing
+        right = (pred == y) & real
+        scores.correct += right.sum(0).float().cpu()
+        scores.count += real.sum(0).float().cpu()
+        scores.seq_correct += int((right == real).all(1).sum())
+        scores.n_seq += len(y)
+        logits = model(x, model.shift_right(y))
+        scores.loss_sum += float(token_loss(logits, y, model.pad)) * int(real.sum())
+        scores.preds.append(pred)
+    return scores
+
+
+@torch.no_grad()
+def attention_alignment(model: Seq2SeqModel, x: torch.Tensor, pred: torch.Tensor,
+                        task: str) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Attention maps of the greedy outputs, and how often each map's argmax hits the source.
+
+    The maps come from one teacher-forced pass over the model's own outputs: with the
+    decoder fed what it generated, every step sees exactly what it saw while decoding.
+    """
+    _, maps = model(x, model.shift_right(pred), return_attention=True)  # {name: (B, T, S)}
+    target = source_positions(task, x, pred)  # (B, T, S) where each output token comes from
+    # Only output positions with a real source count (pads, sorted symbols the model made up).
+    counted = target.any(2) & (x != model.pad)  # (B, T)
+    align = {}
+    for name, w in maps.items():
+        hit = target.gather(2, w.argmax(2, keepdim=True)).squeeze(2)  # (B, T)
+        align[name] = float((hit & counted).sum()) / max(int(counted.sum()), 1)
+    return maps, align
+
+
+# ----------------------------------------------------------------------------- pictures
+def position_figure(acc: torch.Tensor, task: str, title: str):
+    """Token accuracy at each output position; for copy/reverse also by input position."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pos = list(range(len(acc)))
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(pos, acc.tolist(), marker="o", ms=3)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("output position t")
+    if task == "reverse":
+        ax.set_xlabel("output position t  (copied from input position L-1-t)")
+        top = ax.secondary_xaxis("top", functions=(lambda t: len(acc) - 1 - t, lambda s: len(acc) - 1 - s))
+        top.set_xlabel("input position")
+    ax.set_ylabel("token accuracy (greedy)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap_figure(maps: dict[str, torch.Tensor], x: torch.Tensor, pred: torch.Tensor,
+                   y: torch.Tensor, n: int, pad: int, title: str):
+    """One column per example, one row per attention map: rows = outputs, cols = inputs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(maps)
+    fig, axes = plt.subplots(len(names), n, figsize=(3.2 * n, 3.0 * len(names)), squeeze=False)
+    for j in range(n):
+        s = int((x[j] != pad).sum())
+        t = int((y[j] != pad).sum())
+        for i, name in enumerate(names):
+            ax = axes[i][j]
+            ax.imshow(maps[name][j, :t, :s].float().cpu().numpy(), cmap="viridis", vmin=0,
+                      vmax=1, aspect="auto", interpolation="nearest")
+            ax.set_xlabel("input position")
+            ax.set_ylabel("output position")
+            ok = bool((pred[j, :t] == y[j, :t]).all())
+            ax.set_title(f"example {j} ({'right' if ok else 'wrong'}) — {name}", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- the run
+def _check(ctx) -> None:
+    from hydra.utils import get_class
+
+    if ctx.data.info.kind != "sequence":
+        raise ConfigError(f"technique=attention needs a sequence dataset: dataset=copy|reverse|sort "
+                          f"(got dataset {ctx.data.info.name})")
+    target = str(ctx.cfg.model.get("_target_", ""))
+    try:
+        ok = issubclass(get_class(target), Seq2SeqModel)
+    except Exception:  # noqa: BLE001 - an unimportable target is not a sequence model either
+        ok = False
+    if not ok:
+        raise ConfigError(f"technique=attention needs a sequence model: model=seq2seq|"
+                          f"seq2seq_attention|transformer (got model._target_={target})")
+
+
+def evaluate_model(model: Seq2SeqModel, data: DataSplits, cfg) -> dict[str, float]:
+    """pdl-eval: greedy-decoding metrics of a saved model on the test split."""
+    loader = TensorLoader(*data.test, batch_size=int(cfg.trainer.eval_batch_size))
+    model.eval()
+    scores = decode_scores(model, loader)
+    metrics = {f"test/{k}": v for k, v in scores.summary().items()}
+    if model.has_attention:
+        pred = torch.cat(scores.preds)
+        _, align = attention_alignment(model, data.test[0], pred, data.info.extra["task"])
+        metrics["test/attn_align"] = max(align.values())
+    return metrics
+
+
+def run(ctx) -> dict[str, float]:
+    _check(ctx)
+    cfg, info = ctx.cfg, ctx.data.info
+    task_name = info.extra["task"]
+    model: Seq2SeqModel = ctx.build_model()
+    task = Seq2SeqTask(model)
+    ctx.fit(task)  # teacher forcing; ends on the weights with the best val/token_acc
+
+    model.eval()
+    metrics = {f"val/{k}": v for k, v in task.evaluate(ctx.loader("val")).items()}
+    scores = decode_scores(model, ctx.loader("test"))
+    metrics.update({f"test/{k}": v for k, v in scores.summary().items()})
+    acc = scores.position_acc()  # (T,)
+    half = len(acc) // 2
+    # The two halves of the *output*; on reverse the second half comes from the input's start.
+    metrics["test/token_acc_first_half"] = float(acc[:half].mean())
+    metrics["test/token_acc_second_half"] = float(acc[half:].mean())
+    metrics["params"] = count_params(model)
+    metrics["train/time_s"] = ctx.train_time_s
+
+    x_test, y_test = ctx.data.test
+    pred = torch.cat(scores.preds)
+    title = f"{ctx.cfg.model._target_.rsplit('.', 1)[-1]} on {task_name}, L={info.in_shape[0]}"
+    if model.has_attention:
+        maps, align = attention_alignment(model, x_test, pred, task_name)
+        for name, value in align.items():
+            metrics[f"test/attn_align/{name}"] = value
+        metrics["test/attn_align"] = max(align.values())
+    if ctx.logger is not None:
+        # Accuracy by position as a line (step = position) and as a figure.
+        for t, a in enumerate(acc.tolist()):
+            ctx.logger.scalars({"test/position_acc": a}, t)
+        ctx.logger.figure("attention/position_acc", position_figure(acc, task_name, title))
+        n = min(int(cfg.attention.heatmaps), len(x_test))
+        if model.has_attention and n > 0:
+            ctx.logger.figure("attention/heatmaps",
+                              heatmap_figure(maps, x_test, pred, y_test, n, model.pad, title))
+    log.info("test token_acc=%.4f seq_acc=%.4f (first half of outputs %.3f, second half %.3f)",
+             metrics["test/token_acc"], metrics["test/seq_acc"],
+             metrics["test/token_acc_first_half"], metrics["test/token_acc_second_half"])
+    return metrics

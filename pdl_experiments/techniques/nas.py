@@ -1,0 +1,349 @@
+"""NAS: differentiable architecture search (DARTS), then retrain the derived network.
+
+    search   every edge of a cell DAG is softmax(alpha)-weighted sum of candidate ops
+             (models/darts.py). The network weights w learn on one half of the training
+             split, alpha on the other half, in alternating first-order steps (or DARTS'
+             unrolled second-order step, nas.second_order=true). alpha is logged every
+             epoch: a heatmap of the op weights per edge, the entropy of each edge's op
+             distribution (it falls as the search commits), the op shares.
+    derive   per intermediate node keep the 2 incoming edges whose strongest non-none op
+             is strongest, each with that op: the genotype (printed, genotype.json).
+             Skip connections are counted: DARTS is known to collapse towards them.
+    retrain  the discrete network of the genotype, trained from scratch on the whole
+             training split with the shared trainer.
+
+nas.baseline=random skips the search and retrains a random genotype of the same space.
+A resumed run finds the genotype in ctx.state.extra (saved in every checkpoint), so a run
+killed while retraining rebuilds the derived network and goes on without searching again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..config import ConfigError
+from ..data import TensorLoader
+from ..models.darts import (
+    DerivedNetwork,
+    Genotype,
+    SearchNetwork,
+    derive_genotype,
+    edge_inputs,
+    format_genotype,
+    node_name,
+    random_genotype,
+    skip_count,
+)
+from ..training.checkpoint import CheckpointError
+from .base import ClassificationTask, Task, classification_metrics
+
+log = logging.getLogger("pdl_experiments")
+
+
+# -- search ------------------------------------------------------------------------------
+class PairedLoader:
+    """Batches (x_w, y_w, x_alpha, y_alpha): one half of the training split for the
+    network weights, the other half for alpha.
+
+    Both halves are shuffled by one generator, exposed as `.generator`: the trainer saves
+    its state at the start of each epoch, so a resume replays both orders exactly.
+    """
+
+    def __init__(self, w_half: tuple, alpha_half: tuple, batch_size: int,
+                 generator: torch.Generator, transform=None):
+        self.generator = generator
+        self.w = TensorLoader(*w_half, batch_size, shuffle=True, generator=generator,
+                              transform=transform)
+        self.alpha = TensorLoader(*alpha_half, batch_size, shuffle=True, generator=generator,
+                                  transform=transform)
+
+    def __len__(self) -> int:
+        return min(len(self.w), len(self.alpha))
+
+    def __iter__(self):
+        return self.iter_from(0)
+
+    def iter_from(self, start_batch: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        for (x_w, y_w), (x_a, y_a) in zip(self.w.iter_from(start_batch),
+                                          self.alpha.iter_from(start_batch)):
+            yield x_w, y_w, x_a, y_a
+
+
+def split_halves(x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[tuple, tuple]:
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed)).to(y.device)
+    half = len(y) // 2
+    w_idx, a_idx = order[:half], order[half:]
+    return (x[w_idx], y[w_idx]), (x[a_idx], y[a_idx])
+
+
+@contextmanager
+def frozen(params: Sequence[torch.nn.Parameter]):
+    """No gradients for `params` inside: the alpha step then skips every weight gradient."""
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def op_entropy(weights: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of each edge's op distribution; weights (E, O) -> (E,)."""
+    return -(weights * weights.clamp_min(1e-12).log()).sum(dim=-1)
+
+
+class SearchTask(Task):
+    """Alternating updates of alpha (on the alpha half) and w (on the w half)."""
+
+    manual_optimization = True
+
+    def __init__(self, model: SearchNetwork, arch_lr: float, second_order: bool,
+                 val_loader: TensorLoader | None = None):
+        super().__init__()
+        self.model = model
+        self.arch_lr = arch_lr
+        self.second_order = second_order
+        self.val_loader = val_loader
+        self.edge_labels = [f"{node_name(i)} → n{n}" for n, i in edge_inputs(model.cells[0].nodes)]
+
+    def configure_optimizers(self, make_optimizer):
+        return {
+            "w": make_optimizer(self.model.weight_parameters()),
+            "alpha": torch.optim.Adam(self.model.arch_parameters(), lr=self.arch_lr,
+                                      betas=(0.5, 0.999), weight_decay=1e-3),
+        }
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.model(x), y)
+
+    def training_step(self, batch, trainer):
+        x_w, y_w, x_a, y_a = batch
+        # alpha first, on data the weights never train on: that is what makes alpha pick
+        # ops that generalise rather than ops that fit (DARTS' bilevel problem).
+        if self.second_order:
+            grad, alpha_loss = self.unrolled_alpha_grad(batch, trainer.optimizers["w"])
+            # A loss whose gradient w.r.t. alpha is `grad`, so the trainer's step applies it.
+            trainer.optimize((self.model.alpha * grad).sum(), "alpha")
+        else:
+            with frozen(self.model.weight_parameters()):
+                alpha_loss = self.loss(x_a, y_a)
+            trainer.optimize(alpha_loss, "alpha")
+        logits = self.model(x_w)
+        loss = F.cross_entropy(logits, y_w)
+        trainer.optimize(loss, "w")
+        return {"loss": loss, "acc": (logits.argmax(1) == y_w).float().mean(),
+                "alpha_loss": alpha_loss.detach()}
+
+    def unrolled_alpha_grad(self, batch, w_optimizer) -> tuple[torch.Tensor, torch.Tensor]:
+        """DARTS' second-order gradient of L_val(w'(alpha), alpha), w' = w - xi dL_train/dw:
+
+            dL_val/dalpha - xi * (dL_train(w+)/dalpha - dL_train(w-)/dalpha) / (2 r)
+
+        with w± = w ± r v, v = dL_val(w')/dw', r = 0.01 / |v| (a finite difference for the
+        Hessian-vector product). xi is the weight optimizer's lr; the virtual step is a
+        plain gradient step (no momentum). w is restored exactly afterwards.
+        """
+        x_w, y_w, x_a, y_a = batch
+        w = self.model.weight_parameters()
+        alpha = self.model.alpha
+        xi = w_optimizer.param_groups[0]["lr"]
+        saved = [p.detach().clone() for p in w]
+        g_train = _grads(self.loss(x_w, y_w), w)
+        with torch.no_grad():
+            for p, g in zip(w, g_train):
+                p.sub_(xi * g)  # w'
+        val_loss = self.loss(x_a, y_a)
+        g_alpha, *v = _grads(val_loss, [alpha, *w])
+        r = 0.01 / torch.cat([g.flatten() for g in v]).norm().clamp_min(1e-12)
+        g_pm = []
+        for sign in (1.0, -1.0):
+            with torch.no_grad():
+                for p, s, g in zip(w, saved, v):
+                    p.copy_(s + sign * r * g)  # w + r v, then w - r v
+            with frozen(w):
+                g_pm.append(_grads(self.loss(x_w, y_w), [alpha])[0])
+        with torch.no_grad():
+            for p, s in zip(w, saved):
+                p.copy_(s)
+        return g_alpha - xi * (g_pm[0] - g_pm[1]) / (2 * r), val_loss.detach()
+
+    @torch.no_grad()
+    def evaluate(self, loader) -> dict[str, float]:
+        return classification_metrics(self.model, loader)
+
+    @torch.no_grad()
+    def alpha_logs(self) -> dict[str, float]:
+        weights = self.model.cell_weights()  # (E, O)
+        entropy = op_entropy(weights)
+        logs = {"nas/alpha_entropy": entropy.mean().item(),
+                "nas/skip_count": float(skip_count(self.genotype()))}
+        for k, op in enumerate(self.model.ops):
+            logs[f"nas/op_share/{op}"] = weights[:, k].mean().item()
+        for label, h in zip(self.edge_labels, entropy.tolist()):
+            logs[f"nas/edge_entropy/{label}"] = h
+        return logs
+
+    def genotype(self) -> Genotype:
+        return derive_genotype(self.model.cell_weights(), self.model.ops, self.model.cells[0].nodes)
+
+    def on_epoch_end(self, trainer, epoch: int) -> dict[str, float]:
+        logs = self.alpha_logs()
+        if self.val_loader is not None:
+            # The supernet's accuracy on the held-out split (not the monitor: the genotype
+            # comes from the final alpha, as in DARTS, not from the best epoch).
+            val = trainer.evaluate(self, self.val_loader)
+            logs["nas/supernet_val_acc"] = val["acc"]
+            logs["nas/supernet_val_loss"] = val["loss"]
+        if trainer.logger is not None:
+            trainer.logger.figure("nas/alpha", alpha_figure(self, epoch), epoch)
+        return logs
+
+
+def alpha_figure(task: SearchTask, epoch: int):
+    """Heatmap of softmax(alpha): a row per edge, a column per op; the kept ops boxed."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    weights = task.model.cell_weights().detach().float().cpu().numpy()  # (E, O)
+    ops = task.model.ops
+    fig = Figure(figsize=(1.6 + 1.0 * len(ops), 1.0 + 0.42 * len(weights)))
+    ax = fig.add_subplot()
+    im = ax.imshow(weights, cmap="viridis", vmin=0.0, aspect="auto")
+    ax.set_xticks(range(len(ops)), ops, rotation=35, ha="right")
+    ax.set_yticks(range(len(weights)), task.edge_labels)
+    for e in range(weights.shape[0]):
+        for o in range(weights.shape[1]):
+            ax.text(o, e, f"{weights[e, o]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if weights[e, o] < 0.6 * weights.max() else "black")
+    edge_of = {pair: k for k, pair in enumerate(edge_inputs(len(task.genotype())))}
+    for j, node in enumerate(task.genotype()):
+        for op, i in node:
+            ax.add_patch(Rectangle((ops.index(op) - 0.5, edge_of[(2 + j, i)] - 0.5), 1, 1,
+                                   fill=False, edgecolor="red", linewidth=2))
+    ax.set_title(f"softmax(alpha) per edge, epoch {epoch} (red: derived genotype)")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def _grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+
+# -- the phases ------------------------------------------------------------------------------
+def check_config(ctx) -> list[str]:
+    nas = ctx.cfg.nas
+    ops = [str(o) for o in nas.ops]
+    if ctx.data.info.kind != "image":
+        raise ConfigError(f"technique=nas searches image classifiers; dataset "
+                          f"{ctx.data.info.name} is {ctx.data.info.kind} data")
+    if len(set(ops)) != len(ops) or all(o == "none" for o in ops):
+        raise ConfigError(f"nas.ops=[{','.join(ops)}]: expected distinct operations, at least "
+                          "one besides none")
+    return ops
+
+
+def search(ctx, ops: list[str]) -> Genotype:
+    nas, extra = ctx.cfg.nas, ctx.state.extra
+    model = SearchNetwork(ctx.data.info, ctx.norm, ops, int(nas.nodes), int(nas.cells),
+                          int(nas.channels)).to(ctx.device)
+    task = SearchTask(model, float(nas.arch_lr), bool(nas.second_order), ctx.loader("val"))
+    w_half, alpha_half = split_halves(*ctx.data.train, int(ctx.cfg.seed))
+    loader = PairedLoader(w_half, alpha_half, int(ctx.cfg.trainer.batch_size),
+                          torch.Generator().manual_seed(int(ctx.cfg.seed) + 1000), ctx.augment)
+    if ctx.state.resume_phase != "search":  # a fresh search: record where alpha starts
+        start = task.alpha_logs()
+        extra["alpha_entropy_start"] = start["nas/alpha_entropy"]
+        if ctx.logger is not None:
+            ctx.logger.scalars(start, ctx.global_step)
+            ctx.logger.figure("nas/alpha", alpha_figure(task, 0), 0)
+    # val=None: no monitor, so the phase ends on the final alpha (see on_epoch_end).
+    result = ctx.fit(task, phase="search", train=loader, val=None, max_epochs=int(nas.search_epochs))
+    end = task.alpha_logs()
+    extra["alpha_entropy_end"] = end["nas/alpha_entropy"]
+    extra["search_time_s"] = result.time_s
+    extra["supernet_val_acc"] = ctx.evaluate(task, "val")["val/acc"]
+    extra["alpha"] = model.cell_weights().detach().cpu().tolist()
+    fig = alpha_figure(task, result.epochs)
+    fig.savefig(ctx.run_dir / "alpha.png", dpi=120)
+    return task.genotype()
+
+
+def save_genotype(ctx, genotype: Genotype, ops: list[str], source: str) -> None:
+    from rich.console import Console
+    from rich.panel import Panel
+
+    extra = ctx.state.extra
+    lines = format_genotype(genotype)
+    n_skip = skip_count(genotype)
+    Console().print(Panel("\n".join(lines) + f"\nskip connections: {n_skip}",
+                          title=f"genotype ({source})", expand=False))
+    record = {"source": source, "genotype": genotype, "ops": ops, "nodes": len(genotype),
+              "skip_count": n_skip, "readable": lines}
+    if "alpha" in extra:
+        record["alpha_softmax"] = extra["alpha"]
+        record["edges"] = [[i, n] for n, i in edge_inputs(len(genotype))]
+    (ctx.run_dir / "genotype.json").write_text(json.dumps(record, indent=2))
+    if ctx.logger is not None:
+        ctx.logger.text("nas/genotype", "\n".join(f"    {ln}" for ln in lines)
+                        + f"\n\nskip connections: {n_skip} ({source})")
+
+
+def retrain(ctx, genotype: Genotype):
+    nas = ctx.cfg.nas
+    # From scratch, and from the same random stream whichever genotype (searched or random):
+    # the comparison is then about the architecture, not about the initial draw.
+    torch.manual_seed(int(ctx.cfg.seed))
+    model = DerivedNetwork(ctx.data.info, ctx.norm, genotype, int(nas.cells), int(nas.channels))
+    task = ClassificationTask(model.to(ctx.device))
+    result = ctx.fit(task, phase="retrain", max_epochs=int(nas.retrain_epochs))
+    return task, model, result
+
+
+def run(ctx) -> dict[str, float]:
+    ops = check_config(ctx)
+    nas, extra = ctx.cfg.nas, ctx.state.extra
+    source = "random" if str(nas.baseline) == "random" else "search"
+    if "genotype" not in extra:  # a fresh run, or one resumed during the search
+        if source == "random":
+            gen = torch.Generator().manual_seed(int(ctx.cfg.seed))
+            extra["genotype"] = random_genotype(ops, int(nas.nodes), gen)
+        else:
+            extra["genotype"] = search(ctx, ops)
+        save_genotype(ctx, extra["genotype"], ops, source)
+    else:
+        log.info("genotype from the checkpoint: %s", "; ".join(format_genotype(extra["genotype"])))
+    genotype = extra["genotype"]
+
+    task, model, result = retrain(ctx, genotype)
+    metrics = ctx.classification_metrics(task, model)
+    search_time = float(extra.get("search_time_s", 0.0))
+    metrics["train/time_s"] = search_time + result.time_s
+    metrics["nas/search_time_s"] = search_time
+    metrics["nas/retrain_time_s"] = result.time_s
+    metrics["nas/skip_count"] = skip_count(genotype)
+    for key in ("alpha_entropy_start", "alpha_entropy_end", "supernet_val_acc"):
+        if key in extra:
+            metrics[f"nas/{key}"] = extra[key]
+    return metrics
+
+
+# -- load_run --------------------------------------------------------------------------------
+def load_model(cfg, data, ckpt: dict, norm) -> torch.nn.Module:
+    """The derived network of a run, rebuilt from the genotype in the checkpoint."""
+    genotype = ckpt.get("extra", {}).get("genotype")
+    if genotype is None or ckpt.get("phase") != "retrain":
+        raise CheckpointError(f"this nas checkpoint is from phase {ckpt.get('phase')!r}: no "
+                              "retrained network yet (resume the run with trainer.resume=<run dir>)")
+    model = DerivedNetwork(data.info, norm, genotype, int(cfg.nas.cells), int(cfg.nas.channels))
+    model.load_state_dict({k[len("model."):]: v for k, v in ckpt["task"].items()
+                           if k.startswith("model.")})
+    return model

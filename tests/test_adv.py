@@ -1,0 +1,204 @@
+"""technique=adv: attack properties on a really trained model, the defence step, black-box
+transfer, resume across phases, and the config errors."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pdl_experiments.config import ConfigError
+from pdl_experiments.techniques import adv
+from pdl_experiments.techniques.attacks import ATTACKS, AttackSpec, input_gradient, perturb
+
+from conftest import compose, run_small
+
+FAST = ["technique=adv", "trainer.num_threads=1", "trainer.checkpoint_interval_s=0"]
+EPS = 0.1
+
+
+@pytest.fixture(scope="module")
+def standard(tmp_path_factory):
+    """A standard CNN trained for a few epochs on digits, attacked by the real run."""
+    tmp = tmp_path_factory.mktemp("adv_standard")
+    metrics, run_dir = run_small(tmp, FAST + ["trainer.max_epochs=6", "adv.eval_eps=[0,0.1,0.2]"])
+    from pdl_experiments import load_run
+
+    loaded = load_run(run_dir)
+    x, y = loaded.data.test
+    return metrics, run_dir, loaded.model, x[:128], y[:128]
+
+
+def _spec(name, eps=EPS, **kw):
+    return AttackSpec(name, eps, **kw)
+
+
+def test_fgsm_lowers_accuracy_and_pgd_is_stronger(standard):
+    metrics, run_dir, *_ = standard
+    assert metrics["test/acc"] > 0.85
+    assert metrics["adv/acc/fgsm@0"] == pytest.approx(metrics["test/acc"])
+    assert metrics["adv/acc/fgsm@0.1"] < metrics["test/acc"] - 0.15
+    for eps in ("0.1", "0.2"):
+        assert metrics[f"adv/acc/pgd@{eps}"] <= metrics[f"adv/acc/fgsm@{eps}"]
+    assert metrics["adv/robust_acc/fgsm"] == metrics["adv/acc/fgsm@0.1"]  # adv.epsilon=0.1
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["adv/acc/pgd@0.2"] == pytest.approx(metrics["adv/acc/pgd@0.2"])
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_attack_stays_in_ball_and_range_and_raises_loss(standard, name):
+    _, _, model, x, y = standard
+    x_adv = perturb(model, x, y, _spec(name), torch.Generator().manual_seed(0))
+    assert x_adv.shape == x.shape and not x_adv.requires_grad
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    # fgsm and pgd by construction, grad because adv.grad_normalize=linf (the default).
+    assert (x_adv - x).abs().max() <= EPS + 1e-6
+    assert (x_adv - x).abs().max() > EPS / 2  # it did move
+    with torch.no_grad():
+        clean, attacked = F.cross_entropy(model(x), y), F.cross_entropy(model(x_adv), y)
+    assert attacked > clean
+
+
+def test_pgd_at_least_as_strong_as_fgsm_and_seeded(standard):
+    _, _, model, x, y = standard
+    gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    x_pgd = perturb(model, x, y, _spec("pgd"), gen())
+    assert torch.equal(x_pgd, perturb(model, x, y, _spec("pgd"), gen()))
+    x_fgsm = perturb(model, x, y, _spec("fgsm"))
+    with torch.no_grad():
+        assert F.cross_entropy(model(x_pgd), y) >= F.cross_entropy(model(x_fgsm), y)
+    assert _spec("pgd").step_size == pytest.approx(2.5 * EPS / 10)
+    assert _spec("pgd", pgd_step_size=0.03).step_size == 0.03
+
+
+def test_raw_gradient_step_is_the_course_formula(standard):
+    _, _, model, x, y = standard
+    model.eval()
+    g, _ = input_gradient(model, x, y)
+    x_adv = perturb(model, x, y, _spec("grad", grad_normalize="none"))
+    assert torch.allclose(x_adv, (x + EPS * g).clamp(0, 1))
+    # The raw step's size follows the loss, not eps: confident samples barely move while
+    # misclassified ones move far (why adv.grad_normalize exists).
+    moved = (x_adv - x).flatten(1).abs().amax(1)  # (B,)
+    assert moved.min() < EPS / 10 < moved.max() / 10
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_mode_restored_and_no_param_grads(standard, name):
+    _, _, model, x, y = standard
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    for train in (True, False):
+        model.train(train)
+        model.zero_grad(set_to_none=True)
+        stats = bn.running_mean.clone()
+        perturb(model, x, y, _spec(name))
+        assert all(m.training == train for m in model.modules())
+        assert all(p.grad is None for p in model.parameters())
+        assert torch.equal(bn.running_mean, stats)  # attacked in eval mode: BN untouched
+    # A mixed state (one BN frozen by the user) comes back as it was.
+    model.train()
+    bn.eval()
+    perturb(model, x, y, _spec(name))
+    assert model.training and not bn.training
+    # ... also when the attack fails half-way.
+    with pytest.raises((RuntimeError, ValueError, IndexError)):
+        perturb(model, x, y[:3], _spec(name))
+    assert model.training and not bn.training
+    # Gradients already accumulated by a training step are left exactly as they were.
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    perturb(model, x, y, _spec(name))
+    assert all(torch.equal(p.grad, torch.ones_like(p)) for p in model.parameters())
+    model.zero_grad(set_to_none=True)
+    model.eval()
+
+
+def test_adversarial_training_step_keeps_train_mode(standard):
+    _, _, model, x, y = standard
+    task = adv.AdversarialTask(model, _spec("fgsm"), mix=0.5, seed=0)
+    task.train()
+    model.zero_grad(set_to_none=True)
+    out = task.training_step((x, y), trainer=None)
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())  # the attack left no grads
+    assert out["adv_acc"] < out["acc"]  # x' is harder than x
+    assert out["loss"].item() == pytest.approx((0.5 * out["clean_loss"] + 0.5 * out["adv_loss"]).item())
+    out["loss"].backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.zero_grad(set_to_none=True)
+    model.eval()
+
+
+SMALL_DEFENCE = FAST + ["trainer.max_epochs=3", "adv.surrogate_epochs=2", "adv.eval_eps=[0,0.2]",
+                        "adv.train=true", "adv.epsilon=0.2", "adv.blackbox=true", "adv.grid=4"]
+
+
+def test_defence_and_blackbox_run(tmp_path):
+    metrics, run_dir = run_small(tmp_path, SMALL_DEFENCE + ["adv.surrogate_data=queries"])
+    for key in ("adv/baseline/robust_acc/fgsm", "adv/robust_acc/pgd", "adv/robust_gain/fgsm",
+                "adv/clean_drop", "val/robust_acc", "adv/surrogate/queries"):
+        assert key in metrics
+    assert metrics["adv/robust_gain/fgsm"] > 0  # even 3 epochs of the defence help
+    assert 0 < metrics["adv/transfer_success@0.2"] < metrics["adv/whitebox_success@0.2"]
+    assert metrics["adv/surrogate/agreement"] > 0.5
+    # TensorBoard: curves, the example grid and the transfer figure in the run's own file.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(run_dir))
+    ea.Reload()
+    assert {"adv/acc_vs_eps", "adv/examples", "adv/success_vs_eps"} <= set(ea.Tags()["images"])
+    assert "adv/acc_vs_eps_x1000/pgd" in ea.Tags()["scalars"]
+    # The checkpoints hold the target (not the surrogate), loadable without pickle.
+    ckpt = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
+    assert ckpt["phase"] == "surrogate" and any(k.startswith("surrogate.") for k in ckpt["task"])
+    from pdl_experiments.run import evaluate_run
+
+    again = evaluate_run(run_dir)
+    assert again["test/acc"] == pytest.approx(metrics["test/acc"])
+    assert again["adv/acc/pgd@0.2"] == pytest.approx(metrics["adv/acc/pgd@0.2"])
+
+
+@pytest.mark.parametrize("phase", ["train", "surrogate"])
+def test_resume_across_phases(tmp_path, monkeypatch, phase):
+    full, _ = run_small(tmp_path, SMALL_DEFENCE, name="full")
+
+    task_cls = {"train": adv.AdversarialTask, "surrogate": adv.SurrogateTask}[phase]
+
+    def stop_after_first_epoch(self, trainer, epoch):
+        if epoch == 1:
+            trainer.state.stop_signal = signal.SIGTERM
+        return {}
+
+    monkeypatch.setattr(task_cls, "on_epoch_end", stop_after_first_epoch)
+    from pdl_experiments.training.trainer import Interrupted
+
+    with pytest.raises(Interrupted):
+        run_small(tmp_path, SMALL_DEFENCE, name="cut")
+    monkeypatch.undo()
+    ckpt = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["phase"] == phase and not ckpt["phase_complete"]
+
+    resumed, _ = run_small(tmp_path, SMALL_DEFENCE + [f"trainer.resume={tmp_path / 'cut'}"],
+                           name="resumed")
+    keys = [k for k in full if k.startswith(("adv/", "test/", "val/"))]
+    assert keys and all(resumed[k] == pytest.approx(full[k], abs=1e-6) for k in keys)
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="adv.surrogate_model=vit"):
+        run_small(tmp_path, FAST + ["adv.blackbox=true", "adv.surrogate_model=vit"])
+    assert not (tmp_path / "run" / "checkpoints").exists()  # failed before any training
+    with pytest.raises(ConfigError, match="adv.surrogate_fraction"):
+        run_small(tmp_path, FAST + ["adv.surrogate_fraction=1.0"])
+    with pytest.raises(ConfigError, match="adv.pgd_step_size"):
+        run_small(tmp_path, FAST + ["adv.pgd_step_size=0"])
+    with pytest.raises(Exception, match="grad_normalize"):
+        compose(FAST + ["adv.grad_normalize=yes"])
+
+
+def test_sweep_preset_composes():
+    cfg = compose(["experiment=adv_eps"])
+    assert cfg.technique == "adv" and cfg.adv.baseline is False

@@ -1,0 +1,194 @@
+"""technique=gan: the models, the score, a real (tiny) run, the judge cache and resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+import torch
+
+from conftest import compose, run_small
+
+# A tiny budget: 300 training digits (5 batches of 64), a 2-epoch judge, 3 GAN epochs.
+TINY = ["technique=gan", "dataset.subset=300", "gan.classifier_epochs=2", "trainer.max_epochs=3",
+        "gan.n_samples=200", "trainer.num_threads=1"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One judge cache for the module's runs (the first run trains and stores the judge)."""
+    return tmp_path_factory.mktemp("judge_cache")
+
+
+def tiny(cache, *extra):
+    return [*TINY, f"gan.cache_dir={cache}", *extra]
+
+
+def final(metrics: dict) -> dict:
+    """The metrics that must be reproducible (timings are not)."""
+    return {k: v for k, v in metrics.items() if "time" not in k and "wall" not in k}
+
+
+# ---------------------------------------------------------------- pieces
+@pytest.mark.parametrize("name", ["dcgan", "gan_mlp"])
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
+def test_gan_models_fit_every_image_size(name, shape):
+    from pdl_experiments.data import DataInfo
+    from pdl_experiments.models import BatchNormSpec, build_model
+    from pdl_experiments.models.gan import GAN, GAN_MODELS
+
+    assert set(GAN_MODELS) == {"dcgan", "gan_mlp"}
+    info = DataInfo("x", in_shape=shape, num_classes=10, mean=(0.5,) * shape[0], std=(0.25,) * shape[0])
+    gan = build_model(compose([f"model={name}"]).model, info, BatchNormSpec(), latent_dim=16)
+    assert isinstance(gan, GAN)
+    fake = gan(torch.randn(5, 16))
+    assert fake.shape == (5, *shape)
+    assert fake.min() >= 0 and fake.max() <= 1  # the dataset's pixel range
+    assert gan.discriminator(fake).shape == (5,)
+    # DCGAN init: conv/linear weights ~ N(0, 0.02)
+    w = torch.cat([m.weight.flatten() for m in gan.modules()
+                   if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d))])
+    assert 0.015 < w.std().item() < 0.025
+
+
+def test_frechet_distance_matches_scipy_sqrtm():
+    import numpy as np
+    from scipy import linalg
+
+    from pdl_experiments.techniques.gan import frechet_distance
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(400, 12, generator=g, dtype=torch.float64)
+    b = torch.randn(300, 12, generator=g, dtype=torch.float64) @ torch.randn(12, 12, generator=g, dtype=torch.float64) + 0.5
+    mu_a, mu_b = a.mean(0).numpy(), b.mean(0).numpy()
+    s_a, s_b = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)
+    ref = ((mu_a - mu_b) ** 2).sum() + np.trace(s_a + s_b - 2 * linalg.sqrtm(s_a @ s_b).real)
+    assert frechet_distance(a, b) == pytest.approx(ref, rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_class_shares_flag_mode_collapse():
+    from pdl_experiments.techniques.gan import class_shares
+
+    collapsed = torch.zeros(100, 10)
+    collapsed[:, 3] = 10.0  # every sample is a confident "3"
+    s = class_shares(collapsed)
+    assert s["class_coverage"] == pytest.approx(0.1) and s["min_class_share"] == 0.0
+    assert s["mean_confidence"] > 0.99
+    spread = torch.eye(10).repeat(10, 1) * 5  # ten of each class
+    assert class_shares(spread)["class_coverage"] == 1.0
+    assert class_shares(spread)["min_class_share"] == pytest.approx(0.1)
+
+
+def test_minimax_generator_loss_saturates_where_nonsaturating_does_not():
+    """While D confidently rejects G's samples (logit -6), log(1 - D(G(z))) has almost no
+    gradient; -log D(G(z)) has a strong one: why non-saturating is the default."""
+    from pdl_experiments.techniques.gan import generator_loss
+
+    grads = {}
+    for kind in ("minimax", "nonsaturating"):
+        logit = torch.tensor([-6.0], requires_grad=True)
+        generator_loss(logit, kind).backward()
+        grads[kind] = abs(logit.grad.item())
+    assert grads["minimax"] < 0.01 and grads["nonsaturating"] > 0.99
+    # Both push D(G(z)) up: the gradient w.r.t. the logit is negative for each.
+
+
+def test_bad_gan_configs_fail_before_training(tmp_path, cache):
+    from pdl_experiments.config import ConfigError
+
+    with pytest.raises(ConfigError, match="gan.beta1"):
+        run_small(tmp_path, tiny(cache, "gan.beta1=1.0"), name="b1")
+    with pytest.raises(ConfigError, match="not a GAN model"):
+        run_small(tmp_path, tiny(cache, "model=cnn"), name="cnn")
+    assert not (tmp_path / "cnn" / "checkpoints").exists()  # nothing trained
+    with pytest.raises(Exception, match="nonsaturating"):
+        compose(["technique=gan", "gan.loss=wasserstein"])
+
+
+# ---------------------------------------------------------------- a real run
+def test_tiny_run_outputs_scores_and_reloads(tmp_path, cache):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from pdl_experiments import load_run
+    from pdl_experiments.run import evaluate_run
+    from pdl_experiments.techniques.gan import GanTask
+
+    metrics, run_dir = run_small(tmp_path, tiny(cache), name="first")
+    for key in ("gan/fid", "gan/fid_untrained", "gan/class_coverage", "gan/min_class_share",
+                "gan/mean_confidence", "gan/fid_real", "gan/judge_test_acc"):
+        assert key in metrics
+    assert metrics["gan/judge_test_acc"] > 0.6  # 2 epochs on 300 digits: a usable judge
+    assert metrics["gan/fid_untrained"] > metrics["gan/fid_real"]
+    assert 0 < metrics["gan/class_coverage"] <= 1
+
+    samples = torch.load(run_dir / "samples.pt", weights_only=True)
+    assert samples.shape == (200, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 1
+    assert (run_dir / "samples.png").stat().st_size > 0
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert set(ckpt["optimizers"]) == {"D", "G"}  # both players' Adam states
+    assert any(k.startswith("gan.discriminator.") for k in ckpt["task"])
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    for tag in ("train/loss_D", "train/loss_G", "train/D_x", "train/D_G_z", "val/fid",
+                "val/class_coverage", "lr/D", "lr/G"):
+        assert len(acc.Scalars(tag)) == 3, tag
+    assert [e.step for e in acc.Images("gan/samples")] == [0, 1, 2, 3]  # untrained + per epoch
+    assert "gan/samples_by_class" in acc.Tags()["images"]
+
+    # load_run gives the task back (generator inside); pdl-eval recomputes the same score.
+    loaded = load_run(run_dir)
+    assert isinstance(loaded.model, GanTask) and not loaded.model.training
+    assert loaded.model(torch.randn(4, 64)).shape == (4, 1, 8, 8)
+    assert torch.equal(loaded.model.sample(200, 2), samples)  # the saved samples, again
+    again = evaluate_run(run_dir)
+    assert again["gan/fid"] == pytest.approx(metrics["gan/fid"], rel=1e-9)
+    assert again["gan/class_coverage"] == metrics["gan/class_coverage"]
+
+    # A second run finds the judge in the cache and must end exactly where the first did.
+    metrics2, run_dir2 = run_small(tmp_path, tiny(cache), name="second")
+    assert final(metrics2) == final(metrics)
+    assert torch.equal(torch.load(run_dir2 / "samples.pt", weights_only=True), samples)
+    assert json.loads((run_dir2 / "metrics.json").read_text())["gan/fid"] == metrics["gan/fid"]
+
+
+# ---------------------------------------------------------------- resume
+def _stop_at(monkeypatch, cls, step: int):
+    """Ask the trainer to stop (as SIGTERM would) after `step` steps of `cls`."""
+    original = cls.training_step
+
+    def step_then_maybe_stop(self, batch, trainer):
+        out = original(self, batch, trainer)
+        if trainer.global_step + 1 == step:
+            trainer.state.stop_signal = signal.SIGTERM
+        return out
+
+    monkeypatch.setattr(cls, "training_step", step_then_maybe_stop)
+
+
+@pytest.mark.parametrize("phase", ["gan", "classifier"])
+def test_interrupt_and_resume_matches_uninterrupted(tmp_path, monkeypatch, phase):
+    from pdl_experiments.techniques.gan import GanTask, JudgeTask
+    from pdl_experiments.training import Interrupted
+
+    cache = tmp_path / "cache"  # fresh: the judge trains in the classifier phase
+    base, _ = run_small(tmp_path, tiny(cache), name="clean")
+
+    if phase == "classifier":
+        cache = tmp_path / "cache2"  # the interrupted run must train its judge too
+        _stop_at(monkeypatch, JudgeTask, 7)  # epoch 2, batch 2 of the judge
+    else:
+        _stop_at(monkeypatch, GanTask, 8)  # GAN epoch 2, batch 3
+    with pytest.raises(Interrupted):
+        run_small(tmp_path, tiny(cache), name="cut")
+    monkeypatch.undo()
+    ckpt = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["phase"] == phase and not ckpt["phase_complete"]
+
+    resumed, run_dir = run_small(tmp_path, tiny(cache, f"trainer.resume={tmp_path / 'cut'}"),
+                                 name="resumed")
+    assert final(resumed) == final(base)
+    assert torch.equal(torch.load(run_dir / "samples.pt", weights_only=True),
+                       torch.load(tmp_path / "clean" / "samples.pt", weights_only=True))

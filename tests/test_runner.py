@@ -1,0 +1,234 @@
+"""The runner itself: composition, trainer, checkpoints, event files, resume, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, compose
+
+CONFIGS = REPO / "configs"
+PY = sys.executable
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def pdl_run(args, cwd, timeout=240, env=None):
+    return subprocess.run([PY, "-m", "pdl_experiments.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env or ENV)
+
+
+# ---------------------------------------------------------------- composition
+def group_options():
+    for group in ("model", "dataset", "augmentation", "optimizer", "scheduler", "trainer",
+                  "technique", "experiment"):
+        for f in sorted((CONFIGS / group).glob("*.yaml")):
+            yield group, f.stem
+
+
+@pytest.mark.parametrize("group,option", list(group_options()))
+def test_every_group_option_composes(group, option):
+    cfg = compose([f"{group}={option}"])
+    assert cfg.technique in ("bn", "prune", "adv", "gan", "nas", "attention")
+    assert cfg.trainer.max_epochs >= 1
+
+
+def test_technique_options_live_under_their_own_key():
+    cfg = compose(["technique=prune", "prune.level=filter"])
+    assert cfg.technique == "prune" and cfg.prune.level == "filter"
+
+
+@pytest.mark.parametrize("override", ["trainer.max_epochs=abc", "trainer.nosuch=1", "model=nosuch",
+                                      "trainer.device=tpu"])
+def test_bad_overrides_fail_at_composition(override):
+    with pytest.raises(Exception):
+        compose([override])
+
+
+# ---------------------------------------------------------------- augmentation
+def _aug(**kw):
+    from pdl_experiments.config import AugmentationConfig
+    from pdl_experiments.data.augment import build_augmentation
+
+    cfg = AugmentationConfig(**kw)
+    return build_augmentation(cfg, (3, 16, 16))
+
+
+@pytest.mark.parametrize("op", [dict(crop_scale=0.5), dict(mirror=1.0), dict(rotation=30),
+                                dict(brightness=0.5), dict(saturation=0.9)])
+def test_each_augmentation_changes_images_and_keeps_range(op):
+    torch.manual_seed(0)
+    x = torch.rand(8, 3, 16, 16)
+    aug = _aug(**op)
+    y = aug(x)
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert not torch.allclose(x, y)
+
+
+def test_no_augmentation_is_none_and_saturation_on_grayscale_is_an_error():
+    from pdl_experiments.config import AugmentationConfig
+    from pdl_experiments.data.augment import AugmentationError, build_augmentation
+
+    assert build_augmentation(AugmentationConfig(), (1, 8, 8)) is None
+    with pytest.raises(AugmentationError, match="1-channel"):
+        build_augmentation(AugmentationConfig(saturation=0.5), (1, 8, 8))
+
+
+def test_mirror_flips_per_image():
+    x = torch.arange(16.0).view(1, 1, 4, 4).repeat(4, 3, 1, 1) / 16
+    y = _aug(mirror=1.0)(x)
+    assert torch.equal(y, x.flip(-1))
+
+
+# ---------------------------------------------------------------- a real run
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    from conftest import run_small
+
+    tmp = tmp_path_factory.mktemp("default")
+    return run_small(tmp, ["trainer.max_epochs=4", "augmentation=light"])
+
+
+def test_run_dir_contents(default_run):
+    metrics, run_dir = default_run
+    for key in ("val/acc", "test/acc", "params", "train/time_s"):
+        assert key in metrics
+    assert metrics["test/acc"] > 0.85
+    assert json.loads((run_dir / "metrics.json").read_text()) == pytest.approx(metrics)
+    env = json.loads((run_dir / "env.json").read_text())
+    assert "torch" in env["packages"]
+
+
+def test_checkpoints_load_with_weights_only(default_run):
+    _, run_dir = default_run
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(run_dir / "checkpoints" / name, weights_only=True)
+        assert ckpt["technique"] == "bn" and "task" in ckpt
+    assert not list((run_dir / "checkpoints").glob("*.tmp"))
+
+
+def test_load_run_gives_the_trained_model_back(default_run):
+    from pdl_experiments import load_run
+    from pdl_experiments.cli import eval_main  # noqa: F401  (pdl-eval uses the same path)
+    from pdl_experiments.run import evaluate_run
+
+    metrics, run_dir = default_run
+    loaded = load_run(run_dir)
+    assert not loaded.model.training
+    assert loaded.data.sizes()["test"] == 359
+    assert evaluate_run(run_dir)["test/acc"] == pytest.approx(metrics["test/acc"])
+
+
+def test_event_file_has_scalars_images_and_hparams_in_the_run_itself(default_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run_dir = default_run
+    events = list(run_dir.glob("events.out.tfevents.*"))
+    assert len(events) == 1, "one event file, no stray sub-run"
+    assert not [p for p in run_dir.iterdir() if p.is_dir() and list(p.glob("events.*"))]
+    acc = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    acc.Reload()
+    scalars = set(acc.Tags()["scalars"])
+    for tag in ("train/loss", "val/acc", "lr", "train/epoch_time_s", "train/samples_per_s", "test/acc"):
+        assert tag in scalars, tag
+    val_steps = [e.step for e in acc.Scalars("val/acc")]
+    assert len(val_steps) == 5 and val_steps == sorted(val_steps)  # 4 epochs + the final value
+    assert "augmentation/augmented" in acc.Tags()["images"]
+    plugins = acc.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in plugins
+
+
+def test_same_seed_gives_identical_metrics(tmp_path):
+    from conftest import run_small
+
+    a, _ = run_small(tmp_path, ["trainer.max_epochs=2", "bn.diagnostics=false"], "a")
+    b, _ = run_small(tmp_path, ["trainer.max_epochs=2", "bn.diagnostics=false"], "b")
+    assert a["test/acc"] == b["test/acc"] and a["val/loss"] == b["val/loss"]
+
+
+def test_non_finite_loss_stops_with_epoch_and_step(tmp_path):
+    from conftest import run_small
+    from pdl_experiments.training import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError, match=r"epoch \d+, step \d+"):
+        run_small(tmp_path, ["optimizer=sgd", "optimizer.lr=1e6", "bn.enabled=false",
+                             "bn.diagnostics=false"])
+
+
+# ---------------------------------------------------------------- the CLI
+def test_cli_errors_are_one_line_and_nonzero(tmp_path):
+    for args in (["trainer.max_epochs=abc"], ["model=nosuch"], ["trainer.batch_size=0"]):
+        p = pdl_run(args, tmp_path, timeout=120)
+        assert p.returncode != 0, args
+        lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("pdl-run: error:"), p.stderr
+        assert args[0].split("=")[0] in lines[0]
+        assert not (tmp_path / "outputs" / "runs").exists() or not list(
+            (tmp_path / "outputs" / "runs").rglob("metrics.json"))
+
+
+def test_cfg_job_imports_no_torch(tmp_path):
+    code = ("import sys; sys.argv = ['pdl-run', '--cfg', 'job'];\n"
+            "from pdl_experiments import cli\n"
+            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\nprint('NO_TORCH')")
+    p = subprocess.run([PY, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=ENV,
+                       timeout=60)
+    assert "NO_TORCH" in p.stdout, p.stderr
+    assert "technique: bn" in p.stdout
+
+
+def test_sigterm_then_resume_matches_uninterrupted(tmp_path):
+    """Kill a real pdl-run with SIGTERM mid-training, resume it, compare with a clean run."""
+    common = ["trainer.max_epochs=12", "trainer.progress=plain", "bn.diagnostics=false"]
+    clean = pdl_run(common + [f"hydra.run.dir={tmp_path / 'clean'}"], tmp_path)
+    assert clean.returncode == 0, clean.stderr
+    expected = json.loads((tmp_path / "clean" / "metrics.json").read_text())
+
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen([PY, "-m", "pdl_experiments.cli", *common, f"hydra.run.dir={killed_dir}"],
+                            cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    for line in proc.stdout:  # wait until training is under way, then kill
+        if "epoch 3/12" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert not (killed_dir / "metrics.json").exists()
+    ckpt = torch.load(killed_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert not ckpt["phase_complete"] and 3 <= ckpt["loop"]["epoch"] < 12
+
+    resumed = pdl_run(common + [f"trainer.resume={killed_dir}", f"hydra.run.dir={tmp_path / 'resumed'}"],
+                      tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    got = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert got["test/acc"] == expected["test/acc"]
+    assert got["val/loss"] == pytest.approx(expected["val/loss"], rel=1e-6)
+
+
+def test_multirun_makes_job_dirs_with_hparams_and_a_summary(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    sweep = tmp_path / "sweep"
+    p = pdl_run(["-m", "optimizer.lr=0.01,0.1", "trainer.max_epochs=1", "bn.diagnostics=false",
+                 f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    jobs = sorted(d for d in sweep.iterdir() if d.is_dir())
+    assert [d.name.split("_")[0] for d in jobs] == ["0", "1"]
+    assert "optimizer.lr=0.01" in jobs[0].name and "optimizer.lr=0.1," in jobs[1].name
+    for d in jobs:
+        assert (d / "metrics.json").is_file()
+        acc = EventAccumulator(str(d))
+        acc.Reload()
+        assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
+    for name in ("summary.csv", "summary.md"):
+        assert (sweep / name).is_file()
+    assert list(sweep.glob("*.png"))
