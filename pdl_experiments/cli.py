@@ -70,7 +70,12 @@ def main() -> None:
         if full:
             raise
         code = 128 + e.signum if hasattr(e, "signum") else 1
-        sys.stderr.write(f"pdl-run: error: {one_line(e)}\n")
+        msg = one_line(e)
+        if isinstance(e, OSError) and e.filename:
+            # Hydra creates the run directory before any of our code runs.
+            msg = (f"cannot write {e.filename} ({e.strerror}); run from a writable directory "
+                   "or set hydra.run.dir / hydra.sweep.dir")
+        sys.stderr.write(f"pdl-run: error: {msg}\n")
         sys.exit(code)
     from . import report
 
