@@ -11,6 +11,10 @@ import logging
 import os
 import re
 import sys
+import time
+
+# When this launch began, for run/time_to_first_step_s (a caller may set it earlier).
+os.environ.setdefault("PDL_T0", str(time.time()))
 from pathlib import Path
 from typing import Any
 

@@ -71,6 +71,7 @@ class RunContext:
         self.state = state
         self.train_time_s = 0.0
         self.global_step = 0  # continues across phases so TensorBoard curves never overlap
+        self.first_step_at: Optional[float] = None
         self.augment = None
         if data.info.kind == "image":
             from .data.augment import build_augmentation
@@ -125,6 +126,8 @@ class RunContext:
                              val_loader, phase=phase, **kw)
         self.train_time_s += result.time_s
         self.global_step = trainer.global_step
+        if self.first_step_at is None:
+            self.first_step_at = trainer.first_step_at
         return result
 
     def evaluate(self, task, split: str = "test") -> dict[str, float]:
@@ -137,6 +140,10 @@ class RunContext:
         metrics = {}
         metrics.update(self.evaluate(task, "val"))
         metrics.update(self.evaluate(task, "test"))
+        # Accuracy on the (un-augmented) training split: the train-test gap shows overfitting.
+        train_acc = self.evaluate(task, "train")["train/acc"]
+        metrics["final/train_acc"] = train_acc
+        metrics["final/train_test_gap"] = train_acc - metrics["test/acc"]
         metrics["params"] = count_params(model)
         metrics["train/time_s"] = self.train_time_s
         return metrics
@@ -194,6 +201,9 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict[str, floa
         logger.flush()
     metrics.setdefault("train/time_s", ctx.train_time_s)
     metrics["run/wall_s"] = time.perf_counter() - t_start
+    started = _process_start_time()
+    if ctx.first_step_at is not None and started is not None:
+        metrics["run/time_to_first_step_s"] = ctx.first_step_at - started
     metrics = {k: float(v) for k, v in metrics.items()}
     save_json(metrics, run_dir / "metrics.json")
     logger.hparams(_hparams(cfg), {k: v for k, v in metrics.items() if _is_final(k)},
@@ -207,6 +217,16 @@ def save_json(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
     os.replace(tmp, path)
+
+
+def _process_start_time() -> Optional[float]:
+    """When this launch started: $PDL_T0 (set by pdl-run at import, or earlier by a caller
+    that wants interpreter start-up counted too, like scripts/bench.py)."""
+    try:
+        # Popped: the next job of a sweep in this process did not start at that moment.
+        return float(os.environ.pop("PDL_T0"))
+    except (KeyError, ValueError):
+        return None
 
 
 def _is_final(key: str) -> bool:

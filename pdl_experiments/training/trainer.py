@@ -109,6 +109,7 @@ class Trainer:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.global_step = 0
         self.epoch = 0
+        self.first_step_at: Optional[float] = None  # time.time() after the first step
         self._use_amp = device.type == "cuda" and cfg.amp
         # Per-step finiteness checks force a device sync; on CUDA check once per log interval.
         self._check_every = 1 if device.type == "cpu" else cfg.log_every_n_steps
@@ -199,6 +200,8 @@ class Trainer:
                     loss = out["loss"]
                     if not task.manual_optimization:
                         self.optimize(loss)
+                    if self.first_step_at is None:
+                        self.first_step_at = time.time()
                     st["batch"] += 1
                     st["global_step"] += 1
                     self.global_step = st["global_step"]

@@ -1,0 +1,330 @@
+#!/usr/bin/env python
+"""Side-by-side performance figures of pdl-experiments: a table on screen, JSON on disk.
+
+    python scripts/bench.py                 # everything, a few minutes on a 2-core CPU
+    python scripts/bench.py --only overhead startup
+    python scripts/bench.py --full-techniques   # each technique's full default run (long)
+
+1. runner overhead: the project's trainer vs a minimal hand-written loop, same work
+2. start-up: `pdl-run --cfg job` vs `python -c pass` and `python -c "import torch"`
+3. the default run: time to its first training step and total wall time
+4. data path: TensorLoader vs slicing raw tensors vs DataLoader(TensorDataset)
+5. pruning: dense vs filter-pruned CNN latency at batch 1 and 256
+6. each technique: wall time and peak resident memory (RSS) of a run
+7. CUDA (when available): the overhead ratio with bf16 autocast, samples/s
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+PDL = [PY, "-m", "pdl_experiments.cli"]
+RESULTS: dict[str, dict] = {}
+
+
+def record(section: str, name: str, value: float, unit: str, target: str = "") -> None:
+    RESULTS.setdefault(section, {})[name] = {"value": value, "unit": unit, "target": target}
+
+
+def timed(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (MiB) of one child process."""
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {p.stderr.strip().splitlines()[-1:]}")
+    return wall, 0
+
+
+def child_peak_rss(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, float, str]:
+    """Run cmd in a fresh wrapper so ru_maxrss is this child's own peak."""
+    code = ("import resource, subprocess, sys, time, json\n"
+            "t = time.perf_counter()\n"
+            "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+            "wall = time.perf_counter() - t\n"
+            "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+            "print(json.dumps({'rc': p.returncode, 'wall': wall, 'rss': rss, 'err': p.stderr[-400:]}))")
+    out = subprocess.run([PY, "-c", code, *cmd], cwd=cwd, capture_output=True, text=True, env=env)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    return res["wall"], res["rss"], "" if res["rc"] == 0 else res["err"]
+
+
+# ---------------------------------------------------------------------------------------
+def bench_overhead(device: str = "cpu", epochs: int = 20, repeats: int = 3) -> None:
+    """Same model, data, batch size, seed, threads; both evaluate val once per epoch."""
+    import torch
+    import torch.nn.functional as F
+
+    from pdl_experiments.data import TensorLoader
+    from pdl_experiments.run import RunContext
+    from pdl_experiments.techniques.base import ClassificationTask, classification_metrics
+    from pdl_experiments.training import RunState
+    from pdl_experiments.training.logger import RunLogger
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import compose
+
+    from hydra.utils import instantiate
+
+    overrides = [f"trainer.max_epochs={epochs}", "trainer.progress=none", f"trainer.device={device}",
+                 "bn.diagnostics=false"]
+    cfg = compose(overrides)
+    dev = torch.device(device)
+    data = instantiate(cfg.dataset, _convert_="all").to(dev)
+    bs = int(cfg.trainer.batch_size)
+
+    def minimal() -> float:
+        torch.manual_seed(0)
+        ctx = RunContext(cfg, Path(tempfile.mkdtemp()), data, dev, None, RunState())
+        model = ctx.build_model()
+        opt = instantiate(cfg.optimizer)(model.parameters())
+        x, y = data.train
+        g = torch.Generator().manual_seed(1)
+        val = TensorLoader(*data.val, 1024)
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
+        t0 = time.perf_counter()
+        for _ in range(epochs):
+            model.train()
+            perm = torch.randperm(len(y), generator=g).to(dev)
+            for i in range(0, len(y), bs):
+                idx = perm[i : i + bs]
+                if amp is not None:
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        loss = F.cross_entropy(model(x[idx]), y[idx])
+                else:
+                    loss = F.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            model.eval()
+            with torch.no_grad():
+                classification_metrics(model, val)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    def trainer() -> float:
+        torch.manual_seed(0)
+        run_dir = Path(tempfile.mkdtemp())
+        logger = RunLogger(run_dir)
+        ctx = RunContext(cfg, run_dir, data, dev, logger, RunState(technique="bn"))
+        task = ClassificationTask(ctx.build_model())
+        t0 = time.perf_counter()
+        ctx.fit(task)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+        logger.close()
+        return wall
+
+    minimal(), trainer()  # warm-up: allocator, kernels, lazy imports
+    mins, trains = [], []
+    for _ in range(repeats):  # interleaved, so drift in machine load hits both alike
+        mins.append(minimal())
+        trains.append(trainer())
+    m, t = statistics.median(mins), statistics.median(trains)
+    sec = f"1. runner overhead ({device}, {epochs} epochs)"
+    record(sec, "minimal loop", m, "s")
+    record(sec, "pdl trainer (incl. checkpoints, TensorBoard)", t, "s")
+    record(sec, "ratio trainer / minimal", t / m, "x", "<= 1.05")
+    n = len(data.train[1]) * epochs
+    record(sec, "trainer samples/s", n / t, "samples/s")
+
+
+def bench_startup(tmp: Path, repeats: int = 5) -> None:
+    sec = "2. start-up"
+
+    def med(cmd):
+        walls = []
+        for _ in range(repeats):
+            walls.append(timed(cmd, tmp)[0])
+        return statistics.median(walls)
+
+    record(sec, "python -c pass", med([PY, "-c", "pass"]), "s")
+    record(sec, "python -c 'import torch'", med([PY, "-c", "import torch"]), "s")
+    record(sec, "pdl-run --cfg job", med(PDL + ["--cfg", "job"]), "s", "<= 0.6")
+
+
+def bench_default_run(tmp: Path) -> None:
+    sec = "3. default run (pdl-run, all defaults)"
+    env = {**os.environ, "PDL_T0": str(time.time())}
+    wall, rss, err = child_peak_rss(PDL + ["hydra.run.dir=" + str(tmp / "default")], tmp, env)
+    if err:
+        raise RuntimeError(err)
+    m = json.loads((tmp / "default" / "metrics.json").read_text())
+    record(sec, "time to first training step", m.get("run/time_to_first_step_s", float("nan")), "s")
+    record(sec, "total wall time", wall, "s", "<= 30")
+    record(sec, "test/acc", m["test/acc"], "", ">= 0.97")
+    record(sec, "peak RSS", rss, "MiB")
+
+
+def bench_data(batch_size: int = 64, epochs: int = 50) -> None:
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from pdl_experiments.data import TensorLoader
+    from pdl_experiments.data.digits import load_digits
+
+    x, y = load_digits().train
+    n = len(y) * epochs
+    sec = f"4. data path (digits train split, batch {batch_size}, shuffled)"
+
+    def run(make_iter):
+        t0 = time.perf_counter()
+        for _ in range(epochs):
+            for xb, yb in make_iter():
+                pass
+        return n / (time.perf_counter() - t0)
+
+    g = torch.Generator().manual_seed(0)
+    loader = TensorLoader(x, y, batch_size, shuffle=True, generator=g)
+
+    def raw():
+        perm = torch.randperm(len(y), generator=g)
+        for i in range(0, len(y), batch_size):
+            idx = perm[i : i + batch_size]
+            yield x[idx], y[idx]
+
+    dl = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
+    record(sec, "TensorLoader", run(lambda: iter(loader)), "samples/s")
+    record(sec, "raw tensor slicing", run(raw), "samples/s")
+    record(sec, "DataLoader(TensorDataset)", run(lambda: iter(dl)), "samples/s")
+
+
+def bench_pruning(repeats: int = 30) -> None:
+    import torch
+    import torch_pruning as tp
+
+    from pdl_experiments.data.digits import load_digits
+    from pdl_experiments.models import BatchNormSpec
+    from pdl_experiments.models.cnn import SmallCNN
+
+    info = load_digits().info
+    torch.manual_seed(0)
+    dense = SmallCNN(info, BatchNormSpec()).eval()
+    pruned = SmallCNN(info, BatchNormSpec()).eval()
+    example = torch.rand(2, *info.in_shape)
+    pruner = tp.pruner.MetaPruner(pruned, example, importance=tp.importance.MagnitudeImportance(p=1),
+                                  pruning_ratio=0.5, ignored_layers=[pruned.classifier[-1]])
+    pruner.step()
+    sec = "5. pruning latency (SmallCNN on 8x8 digits, filter ratio 0.5, L1)"
+    for bs in (1, 256):
+        x = torch.rand(bs, *info.in_shape)
+        for name, model in (("dense", dense), ("pruned", pruned)):
+            with torch.no_grad():
+                for _ in range(5):
+                    model(x)
+                times = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    model(x)
+                    times.append(time.perf_counter() - t0)
+            record(sec, f"{name} batch {bs}", 1000 * statistics.median(times), "ms")
+        d, p = RESULTS[sec][f"dense batch {bs}"]["value"], RESULTS[sec][f"pruned batch {bs}"]["value"]
+        record(sec, f"pruned / dense batch {bs}", p / d, "x")
+
+
+TECHNIQUE_SMOKE = {
+    "bn": [],
+    "prune": ["trainer.max_epochs=3", "prune.finetune_epochs=1"],
+    "adv": ["trainer.max_epochs=3", "adv.eval_eps=[0.0,0.1]"],
+    "gan": ["trainer.max_epochs=2"],
+    "nas": ["nas.search_epochs=1", "nas.retrain_epochs=1"],
+    "attention": ["trainer.max_epochs=2"],
+}
+
+
+def bench_techniques(tmp: Path, full: bool) -> None:
+    sec = "6. techniques (" + ("full default runs" if full else "short runs: see overrides") + ")"
+    for name, short in TECHNIQUE_SMOKE.items():
+        extra = [] if full else short
+        run_dir = tmp / f"tech_{name}"
+        wall, rss, err = child_peak_rss(PDL + [f"technique={name}", *extra, f"hydra.run.dir={run_dir}"], tmp)
+        label = f"{name} {' '.join(extra)}".strip()
+        if err:
+            record(sec, f"{label}: FAILED", float("nan"), err.strip().splitlines()[-1][:80])
+            continue
+        record(sec, f"{label}: wall", wall, "s")
+        record(sec, f"{label}: peak RSS", rss, "MiB")
+
+
+def bench_cuda() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        record("7. CUDA", "skipped", float("nan"), "no CUDA device on this machine")
+        return
+    bench_overhead("cuda", epochs=20)
+
+
+# ---------------------------------------------------------------------------------------
+def print_table() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="pdl-experiments benchmark", header_style="bold")
+    for col in ("section", "measure", "value", "unit", "target"):
+        table.add_column(col)
+    for sec, rows in RESULTS.items():
+        for name, r in rows.items():
+            v = r["value"]
+            shown = "-" if v != v else (f"{v:.4g}" if isinstance(v, float) else str(v))
+            table.add_row(sec, name, shown, r["unit"], r["target"])
+    Console(width=160).print(table)
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = "?"
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                   if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", nargs="*", default=None,
+                   help="overhead startup default data pruning techniques cuda")
+    p.add_argument("--full-techniques", action="store_true", help="full default run per technique")
+    p.add_argument("--out", default=str(REPO / "outputs" / "bench.json"))
+    args = p.parse_args()
+    os.environ.setdefault("PYTHONPATH", str(REPO))
+    parts = args.only or ["overhead", "startup", "default", "data", "pruning", "techniques", "cuda"]
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        steps = {"overhead": lambda: bench_overhead("cpu"), "startup": lambda: bench_startup(tmp),
+                 "default": lambda: bench_default_run(tmp), "data": bench_data,
+                 "pruning": bench_pruning, "techniques": lambda: bench_techniques(tmp, args.full_techniques),
+                 "cuda": bench_cuda}
+        for part in parts:
+            print(f"[bench] {part} ...", flush=True)
+            steps[part]()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine(), "results": RESULTS,
+                               "bench_wall_s": time.perf_counter() - t0}, indent=2))
+    print_table()
+    print(f"bench wall time {time.perf_counter() - t0:.0f} s; JSON: {out}")
+    _ = resource  # (ru_maxrss is read in the child wrapper)
+
+
+if __name__ == "__main__":
+    main()
