@@ -323,7 +323,8 @@ def _write_env(run_dir: Path, device: torch.device) -> None:
         pass
     env = {"python": sys.version.split()[0], "platform": platform.platform(),
            "device": str(device), "torch_threads": torch.get_num_threads(),
-           "git_commit": commit, "packages": versions, "argv": sys.argv}
+           "git_commit": commit, "packages": versions, "argv": sys.argv,
+           "pid": os.getpid(), "started_unix": time.time()}
     save_json(env, run_dir / "env.json")
 
 
