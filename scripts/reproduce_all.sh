@@ -8,6 +8,7 @@ OUT=outputs/reproduce
 presets=("$@")
 [ ${#presets[@]} -gt 0 ] || presets=(bn_ablation augmentation_study prune_sweep adv_eps attention_length nas_vs_random)
 status=0
+mkdir -p "$OUT"
 for p in "${presets[@]}"; do
   echo "=== $p ($(date +%T))"
   rm -rf "$OUT/$p"
