@@ -132,12 +132,20 @@ def test_adversarial_training_step_keeps_train_mode(standard):
     model.eval()
 
 
+# All three phases (baseline, train, surrogate), small: 586 training images each for the
+# target and the attacker, 10 batches per epoch.
 SMALL_DEFENCE = FAST + ["trainer.max_epochs=3", "adv.surrogate_epochs=2", "adv.eval_eps=[0,0.2]",
-                        "adv.train=true", "adv.epsilon=0.2", "adv.blackbox=true", "adv.grid=4"]
+                        "adv.train=true", "adv.epsilon=0.2", "adv.blackbox=true", "adv.grid=4",
+                        "adv.pgd_steps=5", "adv.surrogate_data=queries"]
 
 
-def test_defence_and_blackbox_run(tmp_path):
-    metrics, run_dir = run_small(tmp_path, SMALL_DEFENCE + ["adv.surrogate_data=queries"])
+@pytest.fixture(scope="module")
+def defence(tmp_path_factory):
+    return run_small(tmp_path_factory.mktemp("adv_defence"), SMALL_DEFENCE)
+
+
+def test_defence_and_blackbox_run(defence):
+    metrics, run_dir = defence
     for key in ("adv/baseline/robust_acc/fgsm", "adv/robust_acc/pgd", "adv/robust_gain/fgsm",
                 "adv/clean_drop", "val/robust_acc", "adv/surrogate/queries"):
         assert key in metrics
@@ -162,24 +170,28 @@ def test_defence_and_blackbox_run(tmp_path):
 
 
 @pytest.mark.parametrize("phase", ["train", "surrogate"])
-def test_resume_across_phases(tmp_path, monkeypatch, phase):
-    full, _ = run_small(tmp_path, SMALL_DEFENCE, name="full")
+def test_resume_across_phases(tmp_path, monkeypatch, defence, phase):
+    full, _ = defence
 
+    # SIGTERM in the middle of the phase's second epoch (10 batches per epoch here): the
+    # trainer finishes the step, writes last.pt and stops.
     task_cls = {"train": adv.AdversarialTask, "surrogate": adv.SurrogateTask}[phase]
+    step, calls = task_cls.training_step, []
 
-    def stop_after_first_epoch(self, trainer, epoch):
-        if epoch == 1:
+    def step_then_sigterm(self, batch, trainer):
+        calls.append(1)
+        if len(calls) == 13:
             trainer.state.stop_signal = signal.SIGTERM
-        return {}
+        return step(self, batch, trainer)
 
-    monkeypatch.setattr(task_cls, "on_epoch_end", stop_after_first_epoch)
+    monkeypatch.setattr(task_cls, "training_step", step_then_sigterm)
     from pdl_experiments.training.trainer import Interrupted
 
     with pytest.raises(Interrupted):
         run_small(tmp_path, SMALL_DEFENCE, name="cut")
     monkeypatch.undo()
     ckpt = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["phase"] == phase and not ckpt["phase_complete"]
+    assert ckpt["phase"] == phase and not ckpt["phase_complete"] and ckpt["loop"]["batch"] == 3
 
     resumed, _ = run_small(tmp_path, SMALL_DEFENCE + [f"trainer.resume={tmp_path / 'cut'}"],
                            name="resumed")

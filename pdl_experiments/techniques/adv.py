@@ -24,7 +24,7 @@ of the test images the target classifies correctly that it misclassifies once at
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -203,13 +203,13 @@ def blackbox(ctx, target: nn.Module, holdout, surrogate_name: str,
            "adv/surrogate/train_size": float(len(y_h))}
     if queries:
         out["adv/surrogate/queries"] = float(len(y_h) + len(y_v))
-    bs, name = _eval_bs(ctx), str(cfg.attack)
+    bs, name, seed = _eval_bs(ctx), str(cfg.attack), int(ctx.cfg.seed) + ATTACK_SEED_OFFSET
     log.info("black-box transfer: %s crafted on a %s surrogate, evaluated on the target", name, surrogate_name)
     for eps in (e for e in eps_list if e > 0):
         spec = _spec(cfg, name, eps)
-        gen = lambda: _generator(int(ctx.cfg.seed) + ATTACK_SEED_OFFSET, x.device)  # noqa: E731
-        white = attacked_predictions(target, x, y, spec, bs, gen())
-        transfer = attacked_predictions(target, x, y, spec, bs, gen(), source=surrogate)
+        white = attacked_predictions(target, x, y, spec, bs, _generator(seed, x.device))
+        transfer = attacked_predictions(target, x, y, spec, bs, _generator(seed, x.device),
+                                        source=surrogate)
         out[f"adv/whitebox_success@{eps:g}"] = _success(white, y, clean_ok)
         out[f"adv/transfer_success@{eps:g}"] = _success(transfer, y, clean_ok)
         log.info("  eps=%g  white-box success %.3f  transfer success %.3f", eps,
@@ -359,5 +359,7 @@ def _examples_figure(plt, ctx, target, n: int):
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r][0].set_ylabel(label, fontsize=8)
+    fig.suptitle("prediction above each image (red: wrong); true labels: "
+                 + " ".join(names[int(t)] for t in y), fontsize=9)
     fig.tight_layout()
     return fig

@@ -185,7 +185,7 @@ class Trainer:
                 if gen is not None:
                     # The epoch's order comes from the generator state at its start; saving
                     # that state lets a resume replay the same order and skip done batches.
-                    if st["batch"] == 0 or st["epoch_gen_state"] is None:
+                    if st["epoch_gen_state"] is None:
                         st["epoch_gen_state"] = gen.get_state()
                     else:
                         gen.set_state(st["epoch_gen_state"])
@@ -227,6 +227,8 @@ class Trainer:
                 st["elapsed"] += train_time
                 st["batch"] = 0
                 st["epoch"] = epoch
+                if gen is not None:
+                    st["epoch_gen_state"] = gen.get_state()  # where the next epoch starts
                 for s in schedulers.values():
                     s.step()
 
