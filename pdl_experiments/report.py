@@ -163,7 +163,8 @@ def _plot(rows: list[dict], axes: list[str], metric: str, out: Path) -> Optional
     import matplotlib.pyplot as plt
 
     x_axis = numeric[0]
-    others = [a for a in axes if a != x_axis]
+    # Lines differ by the other swept axes; an axis with one value names no line.
+    others = [a for a in axes if a != x_axis and len({r["overrides"].get(a) for r in rows}) > 1]
     lines: dict[str, list[tuple[float, float]]] = {}
     for r in rows:
         if metric not in r["metrics"]:
