@@ -108,7 +108,8 @@ class MixedOp(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:  # weights (O,)
         # "none" adds zero: it only takes its share of the softmax, so skip computing it.
-        return sum(w * op(x) for name, w, op in zip(self.names, weights, self.ops) if name != "none")
+        return sum(w * op(x) for name, w, op in zip(self.names, weights, self.ops)
+                   if name != "none")
 
 
 # -- cells and the network ---------------------------------------------------------------
@@ -227,7 +228,8 @@ class DerivedNetwork(DartsNetwork):
 
 
 # -- genotypes -----------------------------------------------------------------------------
-def derive_genotype(weights: torch.Tensor, ops: Sequence[str], nodes: int, keep: int = 2) -> Genotype:
+def derive_genotype(weights: torch.Tensor, ops: Sequence[str], nodes: int,
+                    keep: int = 2) -> Genotype:
     """Per node, the `keep` incoming edges whose strongest non-none op is strongest, each
     with that op. weights: (E, O) softmax(alpha), rows in edge_inputs(nodes) order."""
     ops = list(ops)

@@ -1,6 +1,6 @@
 """NAS: differentiable architecture search (DARTS), then retrain the derived network.
 
-    search   every edge of a cell DAG is softmax(alpha)-weighted sum of candidate ops
+    search   every edge of a cell DAG is a softmax(alpha)-weighted sum of candidate ops
              (models/darts.py). The network weights w learn on one half of the training
              split, alpha on the other half, in alternating first-order steps (or DARTS'
              unrolled second-order step, nas.second_order=true). alpha is logged every
@@ -103,6 +103,7 @@ class SearchTask(Task):
     """Alternating updates of alpha (on the alpha half) and w (on the w half)."""
 
     manual_optimization = True
+    fd_scale = 0.01  # |w+ - w| of the second-order finite difference (DARTS' value)
 
     def __init__(self, model: SearchNetwork, arch_lr: float, second_order: bool,
                  val_loader: TensorLoader | None = None):
@@ -111,7 +112,8 @@ class SearchTask(Task):
         self.arch_lr = arch_lr
         self.second_order = second_order
         self.val_loader = val_loader
-        self.edge_labels = [f"{node_name(i)} → n{n}" for n, i in edge_inputs(model.cells[0].nodes)]
+        self.nodes = model.cells[0].nodes
+        self.edge_labels = [f"{node_name(i)} → n{n}" for n, i in edge_inputs(self.nodes)]
 
     def configure_optimizers(self, make_optimizer):
         return {
@@ -146,7 +148,7 @@ class SearchTask(Task):
 
             dL_val/dalpha - xi * (dL_train(w+)/dalpha - dL_train(w-)/dalpha) / (2 r)
 
-        with w± = w ± r v, v = dL_val(w')/dw', r = 0.01 / |v| (a finite difference for the
+        with w± = w ± r v, v = dL_val(w')/dw', r = fd_scale / |v| (a finite difference for the
         Hessian-vector product). xi is the weight optimizer's lr; the virtual step is a
         plain gradient step (no momentum). w is restored exactly afterwards.
         """
@@ -161,7 +163,7 @@ class SearchTask(Task):
                 p.sub_(xi * g)  # w'
         val_loss = self.loss(x_a, y_a)
         g_alpha, *v = _grads(val_loss, [alpha, *w])
-        r = 0.01 / torch.cat([g.flatten() for g in v]).norm().clamp_min(1e-12)
+        r = self.fd_scale / torch.cat([g.flatten() for g in v]).norm().clamp_min(1e-12)
         g_pm = []
         for sign in (1.0, -1.0):
             with torch.no_grad():
@@ -191,7 +193,7 @@ class SearchTask(Task):
         return logs
 
     def genotype(self) -> Genotype:
-        return derive_genotype(self.model.cell_weights(), self.model.ops, self.model.cells[0].nodes)
+        return derive_genotype(self.model.cell_weights(), self.model.ops, self.nodes)
 
     def on_epoch_end(self, trainer, epoch: int) -> dict[str, float]:
         logs = self.alpha_logs()
@@ -266,7 +268,8 @@ def search(ctx, ops: list[str]) -> Genotype:
             ctx.logger.scalars(start, ctx.global_step)
             ctx.logger.figure("nas/alpha", alpha_figure(task, 0), 0)
     # val=None: no monitor, so the phase ends on the final alpha (see on_epoch_end).
-    result = ctx.fit(task, phase="search", train=loader, val=None, max_epochs=int(nas.search_epochs))
+    result = ctx.fit(task, phase="search", train=loader, val=None,
+                     max_epochs=int(nas.search_epochs))
     end = task.alpha_logs()
     extra["alpha_entropy_end"] = end["nas/alpha_entropy"]
     extra["search_time_s"] = result.time_s
@@ -311,17 +314,18 @@ def retrain(ctx, genotype: Genotype):
 def run(ctx) -> dict[str, float]:
     ops = check_config(ctx)
     nas, extra = ctx.cfg.nas, ctx.state.extra
-    source = "random" if str(nas.baseline) == "random" else "search"
     if "genotype" not in extra:  # a fresh run, or one resumed during the search
-        if source == "random":
+        if str(nas.baseline) == "random":
             gen = torch.Generator().manual_seed(int(ctx.cfg.seed))
             extra["genotype"] = random_genotype(ops, int(nas.nodes), gen)
+            extra["genotype_source"] = "random"
         else:
             extra["genotype"] = search(ctx, ops)
-        save_genotype(ctx, extra["genotype"], ops, source)
+            extra["genotype_source"] = "search"
     else:
-        log.info("genotype from the checkpoint: %s", "; ".join(format_genotype(extra["genotype"])))
+        log.info("genotype from the checkpoint, no search needed")
     genotype = extra["genotype"]
+    save_genotype(ctx, genotype, ops, extra["genotype_source"])
 
     task, model, result = retrain(ctx, genotype)
     metrics = ctx.classification_metrics(task, model)
@@ -342,7 +346,7 @@ def load_model(cfg, data, ckpt: dict, norm) -> torch.nn.Module:
     genotype = ckpt.get("extra", {}).get("genotype")
     if genotype is None or ckpt.get("phase") != "retrain":
         raise CheckpointError(f"this nas checkpoint is from phase {ckpt.get('phase')!r}: no "
-                              "retrained network yet (resume the run with trainer.resume=<run dir>)")
+                              "retrained network yet (resume the run: trainer.resume=<run dir>)")
     model = DerivedNetwork(data.info, norm, genotype, int(cfg.nas.cells), int(cfg.nas.channels))
     model.load_state_dict({k[len("model."):]: v for k, v in ckpt["task"].items()
                            if k.startswith("model.")})

@@ -1,0 +1,266 @@
+"""technique=nas (DARTS): search space, derivation, second-order gradient, the real run
+(search -> derive -> retrain) on a small digits budget, the random baseline, load_run and
+resume across phases."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+
+import pytest
+import torch
+
+from pdl_experiments.config import ConfigError
+from pdl_experiments.data import DataInfo
+from pdl_experiments.models import count_params
+from pdl_experiments.models.darts import (
+    OPS,
+    DerivedNetwork,
+    SearchNetwork,
+    check_ops,
+    derive_genotype,
+    edge_inputs,
+    random_genotype,
+    skip_count,
+)
+from pdl_experiments.models.norm import BatchNormSpec
+from pdl_experiments.training import Interrupted, load_checkpoint
+
+from conftest import compose, run_small
+
+ALL_OPS = list(OPS)
+DEFAULT_OPS = ["conv_3x3", "conv_5x5", "dil_conv_3x3", "max_pool_3x3", "avg_pool_3x3",
+               "skip_connect", "none"]
+# A small budget: 300 training images (2 x 150 in the search), 8 channels, 2 cells of 2
+# nodes, 2 search and 3 retrain epochs (a few seconds of CPU a run).
+SMALL = ["technique=nas", "dataset.subset=300", "nas.channels=8", "nas.nodes=2",
+         "nas.search_epochs=2", "nas.retrain_epochs=3", "nas.arch_lr=0.05", "optimizer.lr=0.01",
+         "trainer.num_threads=1"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny ops: one thread is as fast, and a busy CPU makes two spin (several x the CPU)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _info(shape):
+    return DataInfo("t", in_shape=shape, num_classes=10, mean=(0.5,) * shape[0],
+                    std=(0.25,) * shape[0])
+
+
+# -- search space --------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32)])
+def test_networks_build_for_digits_and_cifar_shapes(shape):
+    torch.manual_seed(0)
+    info, norm = _info(shape), BatchNormSpec()
+    net = SearchNetwork(info, norm, ALL_OPS, nodes=3, cells=2, channels=4)
+    x = torch.rand(2, *shape)
+    assert net(x).shape == (2, 10)
+    assert net.alpha.shape == (2 + 3 + 4, len(ALL_OPS))  # one row per edge, shared by cells
+    assert all(p is not net.alpha for p in net.weight_parameters())
+    assert len(net.weight_parameters()) == len(list(net.parameters())) - 1
+    genotype = derive_genotype(net.cell_weights(), ALL_OPS, nodes=3)
+    derived = DerivedNetwork(info, norm, genotype, cells=2, channels=4)
+    assert derived(x).shape == (2, 10)
+    assert count_params(derived) < count_params(net)
+
+
+def test_every_op_keeps_the_shape():
+    x = torch.rand(2, 6, 8, 8)
+    for name, make in OPS.items():
+        assert make(6, BatchNormSpec())(x).shape == x.shape, name
+
+
+def test_unknown_op_names_the_allowed_ones():
+    with pytest.raises(ValueError, match="unknown op 'conv_7x7'; allowed: conv_3x3, .*none"):
+        check_ops(["conv_3x3", "conv_7x7"])
+    from pdl_experiments.cli import one_line
+
+    with pytest.raises(Exception) as err:
+        compose(["technique=nas", "nas.ops=[conv_3x3,conv_7x7]"])
+    assert re.fullmatch(r"Error merging override nas.ops=\[conv_3x3,conv_7x7\]: Invalid value "
+                        r"'conv_7x7', expected one of \[conv_3x3, .*, none\]", one_line(err.value))
+
+
+def test_derive_keeps_two_strongest_edges_per_node_ignoring_none():
+    ops = ["conv_3x3", "skip_connect", "none"]
+    w = torch.full((len(edge_inputs(2)), 3), 0.1)  # edges: (2,0) (2,1) (3,0) (3,1) (3,2)
+    w[0] = torch.tensor([0.2, 0.1, 0.7])  # strongest is none: only 0.2 counts
+    w[1] = torch.tensor([0.1, 0.5, 0.4])
+    w[3] = torch.tensor([0.6, 0.3, 0.1])
+    w[4] = torch.tensor([0.1, 0.8, 0.1])
+    genotype = derive_genotype(w, ops, nodes=2)
+    assert genotype == [[["conv_3x3", 0], ["skip_connect", 1]],
+                        [["conv_3x3", 1], ["skip_connect", 2]]]
+    assert skip_count(genotype) == 2
+
+
+def test_random_genotype_is_seeded_and_inside_the_space():
+    draw = lambda s: random_genotype(DEFAULT_OPS, 4, torch.Generator().manual_seed(s))  # noqa: E731
+    assert draw(3) == draw(3)
+    assert draw(3) != draw(4)
+    for j, node in enumerate(draw(5)):
+        inputs = [i for _, i in node]
+        assert len(set(inputs)) == 2 and all(0 <= i < 2 + j for i in inputs)
+        assert all(op in DEFAULT_OPS and op != "none" for op, _ in node)
+
+
+def test_second_order_gradient_matches_the_exact_unrolled_gradient():
+    """The finite-difference step equals d/dalpha L_val(w - xi dL_train/dw, alpha)."""
+    from torch.func import functional_call
+
+    from pdl_experiments.techniques.nas import SearchTask
+
+    torch.manual_seed(0)
+    net = SearchNetwork(_info((1, 8, 8)), BatchNormSpec(), ["conv_3x3", "avg_pool_3x3",
+                        "skip_connect", "none"], nodes=2, cells=1, channels=3).double()
+    with torch.no_grad():
+        net.alpha.normal_()
+    task = SearchTask(net, arch_lr=0.1, second_order=True)
+    # A small step in float64, so the difference quotient crosses (almost) no ReLU kink.
+    task.fd_scale = 1e-6
+    x = torch.rand(16, 1, 8, 8, dtype=torch.float64)
+    y = torch.randint(0, 10, (16,))
+    batch = (x[:8], y[:8], x[8:], y[8:])
+    xi = 0.5
+    opt = torch.optim.SGD(net.weight_parameters(), lr=xi)
+    before = [p.detach().clone() for p in net.parameters()]
+    approx, _ = task.unrolled_alpha_grad(batch, opt)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))  # w restored
+
+    names = [n for n, _ in net.named_parameters() if n != "alpha"]
+    w = net.weight_parameters()
+    loss = task.loss(batch[0], batch[1])
+    grads = torch.autograd.grad(loss, w, create_graph=True)
+    unrolled = {n: p - xi * g for n, p, g in zip(names, w, grads)}
+    val = torch.nn.functional.cross_entropy(functional_call(net, unrolled, (batch[2],)), batch[3])
+    exact = torch.autograd.grad(val, net.alpha)[0]
+    assert torch.allclose(approx, exact, rtol=1e-3, atol=1e-6)
+    first_order = torch.autograd.grad(task.loss(batch[2], batch[3]), net.alpha)[0]
+    assert not torch.allclose(exact, first_order, rtol=1e-3)  # the second-order term counts
+
+
+# -- the technique, end to end -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    return run_small(tmp_path_factory.mktemp("nas"), SMALL, name="full")
+
+
+def _scalar_tags(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+def test_search_derive_retrain(searched):
+    metrics, run_dir = searched
+    for key in ("test/acc", "val/acc", "params", "nas/skip_count", "nas/alpha_entropy_start",
+                "nas/alpha_entropy_end", "nas/search_time_s", "nas/retrain_time_s"):
+        assert key in metrics, key
+    assert metrics["test/acc"] > 0.3
+    assert metrics["nas/alpha_entropy_end"] < metrics["nas/alpha_entropy_start"]
+    assert metrics["nas/alpha_entropy_start"] == pytest.approx(torch.log(torch.tensor(7.0)).item(),
+                                                               abs=1e-3)
+
+    saved = json.loads((run_dir / "genotype.json").read_text())
+    assert saved["source"] == "search" and len(saved["genotype"]) == 2
+    assert all(len(node) == 2 for node in saved["genotype"])
+    assert saved["skip_count"] == metrics["nas/skip_count"] == skip_count(saved["genotype"])
+    assert (run_dir / "alpha.png").is_file()
+
+    ckpt = load_checkpoint(run_dir, "best.pt")  # weights_only=True
+    assert ckpt["phase"] == "retrain"
+    assert ckpt["extra"]["genotype"] == saved["genotype"]
+    derived = DerivedNetwork(_info((1, 8, 8)), BatchNormSpec(), saved["genotype"], 2, 8)
+    assert metrics["params"] == count_params(derived)
+
+    acc = _scalar_tags(run_dir)
+    tags = acc.Tags()
+    assert "nas/alpha" in tags["images"]  # the heatmap, once per epoch and at the start
+    assert len(acc.Images("nas/alpha")) == 3
+    entropy = [e.value for e in acc.Scalars("nas/alpha_entropy")]
+    assert len(entropy) == 3 and entropy[-1] < entropy[0]
+    assert "nas/op_share/skip_connect" in tags["scalars"]
+    assert "nas/supernet_val_acc" in tags["scalars"]
+
+
+def test_load_run_rebuilds_the_derived_network(searched):
+    from pdl_experiments import load_run
+    from pdl_experiments.techniques.base import classification_metrics
+    from pdl_experiments.data import TensorLoader
+
+    metrics, run_dir = searched
+    loaded = load_run(run_dir)
+    assert isinstance(loaded.model, DerivedNetwork)
+    assert not loaded.model.training
+    test = classification_metrics(loaded.model, TensorLoader(*loaded.data.test, 1024))
+    assert test["acc"] == pytest.approx(metrics["test/acc"])
+
+
+def test_random_baseline_skips_the_search(tmp_path):
+    metrics, run_dir = run_small(tmp_path, SMALL + ["nas.baseline=random", "seed=3"])
+    saved = json.loads((run_dir / "genotype.json").read_text())
+    assert saved["source"] == "random"
+    assert saved["genotype"] == random_genotype(DEFAULT_OPS, 2, torch.Generator().manual_seed(3))
+    assert "nas/alpha_entropy_start" not in metrics and metrics["nas/search_time_s"] == 0
+    assert load_checkpoint(run_dir)["phases_done"] == ["retrain"]
+    assert metrics["test/acc"] > 0.3
+
+
+def test_bad_values_fail_before_training(tmp_path):
+    with pytest.raises(ConfigError, match=r"nas.ops=\[none\]: expected distinct operations"):
+        run_small(tmp_path, SMALL + ["nas.ops=[none]"])
+    with pytest.raises(ConfigError, match=r"nas.ops=\[conv_3x3,conv_3x3\]"):
+        run_small(tmp_path, SMALL + ["nas.ops=[conv_3x3,conv_3x3]"])
+    with pytest.raises(ConfigError, match="nas.channels=0"):
+        run_small(tmp_path, SMALL + ["nas.channels=0"])
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("phase,after_steps", [("search", 4), ("retrain", 7)])
+def test_resume_across_phases_gives_the_same_result(searched, tmp_path, monkeypatch, phase,
+                                                    after_steps):
+    """Killed mid-epoch in `phase`, resumed from its run dir: same genotype, same test/acc."""
+    from pdl_experiments.techniques import base, nas
+
+    cls = nas.SearchTask if phase == "search" else base.ClassificationTask
+    original = cls.training_step
+    calls = {"n": 0}
+
+    def step_then_sigterm(self, batch, trainer):
+        out = original(self, batch, trainer)
+        calls["n"] += 1
+        if calls["n"] == after_steps:
+            trainer.state.stop_signal = signal.SIGTERM  # what the SIGTERM handler does
+        return out
+
+    monkeypatch.setattr(cls, "training_step", step_then_sigterm)
+    with pytest.raises(Interrupted):
+        run_small(tmp_path, SMALL, name="killed")
+    monkeypatch.setattr(cls, "training_step", original)
+    last = load_checkpoint(tmp_path / "killed")
+    assert last["phase"] == phase and not last["phase_complete"]
+    assert ("genotype" in last["extra"]) == (phase == "retrain")
+
+    metrics, run_dir = run_small(tmp_path, SMALL + [f"trainer.resume={tmp_path / 'killed'}"],
+                                 name="resumed")
+    full_metrics, full_dir = searched
+    genotype = lambda d: json.loads((d / "genotype.json").read_text())["genotype"]  # noqa: E731
+    assert genotype(run_dir) == genotype(full_dir)
+    assert metrics["test/acc"] == full_metrics["test/acc"]
+    assert metrics["test/loss"] == pytest.approx(full_metrics["test/loss"], abs=1e-6)
+    assert metrics["nas/alpha_entropy_end"] == pytest.approx(full_metrics["nas/alpha_entropy_end"])
+
+
+def test_second_order_search_runs_through_the_trainer(tmp_path):
+    metrics, run_dir = run_small(tmp_path, SMALL + ["nas.second_order=true", "nas.cells=1",
+                                                    "nas.search_epochs=1", "nas.retrain_epochs=1"])
+    assert metrics["nas/alpha_entropy_end"] < metrics["nas/alpha_entropy_start"]
+    assert load_checkpoint(run_dir)["phases_done"] == ["search", "retrain"]
