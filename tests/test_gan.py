@@ -10,7 +10,8 @@ import torch
 
 from conftest import compose, run_small
 
-# A tiny budget: 300 training digits (5 batches of 64), a 2-epoch judge, 3 GAN epochs.
+# A tiny budget: 300 training digits (10 GAN batches of 32, 5 judge batches of 64), a 2-epoch
+# judge, 3 GAN epochs.
 TINY = ["technique=gan", "dataset.subset=300", "gan.classifier_epochs=2", "trainer.max_epochs=3",
         "gan.n_samples=200", "trainer.num_threads=1"]
 
@@ -103,8 +104,11 @@ def test_bad_gan_configs_fail_before_training(tmp_path, cache):
     with pytest.raises(ConfigError, match="not a GAN model"):
         run_small(tmp_path, tiny(cache, "model=cnn"), name="cnn")
     assert not (tmp_path / "cnn" / "checkpoints").exists()  # nothing trained
-    with pytest.raises(Exception, match="nonsaturating"):
+    with pytest.raises(Exception) as bad_loss:
         compose(["technique=gan", "gan.loss=wasserstein"])
+    from pdl_experiments.cli import one_line
+
+    assert "nonsaturating" in one_line(bad_loss.value)  # the line pdl-run prints names the choices
 
 
 # ---------------------------------------------------------------- a real run
@@ -154,6 +158,14 @@ def test_tiny_run_outputs_scores_and_reloads(tmp_path, cache):
     assert json.loads((run_dir2 / "metrics.json").read_text())["gan/fid"] == metrics["gan/fid"]
 
 
+def test_dcgan_with_minimax_loss_runs(tmp_path, cache):
+    metrics, run_dir = run_small(tmp_path, tiny(cache, "model=dcgan", "gan.loss=minimax",
+                                                "trainer.max_epochs=1"))
+    assert metrics["gan/fid"] > 0 and metrics["params/generator"] > 0
+    ckpt = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
+    assert ckpt["task"]["gan.generator.net.0.weight"].dim() == 4  # a transposed conv: the conv G
+
+
 # ---------------------------------------------------------------- resume
 def _stop_at(monkeypatch, cls, step: int):
     """Ask the trainer to stop (as SIGTERM would) after `step` steps of `cls`."""
@@ -180,7 +192,7 @@ def test_interrupt_and_resume_matches_uninterrupted(tmp_path, monkeypatch, phase
         cache = tmp_path / "cache2"  # the interrupted run must train its judge too
         _stop_at(monkeypatch, JudgeTask, 7)  # epoch 2, batch 2 of the judge
     else:
-        _stop_at(monkeypatch, GanTask, 8)  # GAN epoch 2, batch 3
+        _stop_at(monkeypatch, GanTask, 13)  # GAN epoch 2, batch 3
     with pytest.raises(Interrupted):
         run_small(tmp_path, tiny(cache), name="cut")
     monkeypatch.undo()

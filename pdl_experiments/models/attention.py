@@ -21,7 +21,10 @@ from torch import nn
 def scaled_dot_product_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor] = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """q: (..., T, d_k), k: (..., S, d_k), v: (..., S, d_v) -> out (..., T, d_v), weights (..., T, S)."""
+    """q (..., T, d_k), k (..., S, d_k), v (..., S, d_v) -> out (..., T, d_v), weights (..., T, S)
+
+    The leading dims (batch, heads) broadcast; `mask` is bool, True where attention may go.
+    """
     # Dividing by sqrt(d_k) keeps the scores' variance near 1 whatever the width, so the
     # softmax does not saturate into a one-hot with vanishing gradients.
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., T, S)
@@ -95,7 +98,7 @@ class AdditiveAttention(nn.Module):
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, projected: torch.Tensor,
                 mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """query (B, D_q), keys (B, S, D_k), projected (B, S, d) -> context (B, D_k), weights (B, S)."""
+        """query (B, D_q), keys (B, S, D_k), projected (B, S, d) -> context (B, D_k), (B, S)."""
         scores = self.v(torch.tanh(self.w_q(query).unsqueeze(1) + projected)).squeeze(2)  # (B, S)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
@@ -116,7 +119,7 @@ class DotAttention(nn.Module):
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, projected: torch.Tensor,
                 mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """query (B, D_q), keys (B, S, D_k), projected (B, S, d) -> context (B, D_k), weights (B, S)."""
+        """query (B, D_q), keys (B, S, D_k), projected (B, S, d) -> context (B, D_k), (B, S)."""
         q = self.w_q(query).unsqueeze(1)  # (B, 1, d)
         m = None if mask is None else mask.unsqueeze(1)  # (B, 1, S)
         # The encoder states themselves are the values: the context is a mix of them.

@@ -98,9 +98,10 @@ class ConvGenerator(nn.Module):
 
 
 class ConvDiscriminator(nn.Module):
-    """n x [Conv 4x4 stride 2 -> (BN) -> LeakyReLU], then a linear logit; G's mirror image."""
+    """n x [Conv 4x4 stride 2 -> (BN) -> LeakyReLU -> (Dropout)], then a linear logit;
+    G's mirror image."""
 
-    def __init__(self, info: DataInfo, norm: BatchNormSpec, width: int):
+    def __init__(self, info: DataInfo, norm: BatchNormSpec, width: int, dropout: float = 0.0):
         super().__init__()
         c, h, w = info.in_shape
         n = max(upsampling_steps((h, w)), 1)
@@ -114,6 +115,8 @@ class ConvDiscriminator(nn.Module):
             if not first:
                 layers.append(norm(ch, 2))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
+            if dropout:
+                layers.append(nn.Dropout(dropout))
             ch_in, ch = ch, ch * 2
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(ch_in * (h >> n) * (w >> n), 1)
@@ -122,11 +125,13 @@ class ConvDiscriminator(nn.Module):
         return self.head(torch.flatten(self.features(self.normalize(x)), 1)).squeeze(1)
 
 
-def dcgan(info: DataInfo, norm: BatchNormSpec, latent_dim: int = 64, width: int = 64) -> GAN:
-    """DCGAN-style conv pair; `width` is D's first and G's last hidden channel count."""
+def dcgan(info: DataInfo, norm: BatchNormSpec, latent_dim: int = 64, width: int = 64,
+          dropout: float = 0.0) -> GAN:
+    """DCGAN-style conv pair; `width` is D's first and G's last hidden channel count,
+    `dropout` is in D only."""
     _check_image(info)
-    return GAN(ConvGenerator(info, norm, latent_dim, width), ConvDiscriminator(info, norm, width),
-               latent_dim)
+    return GAN(ConvGenerator(info, norm, latent_dim, width),
+               ConvDiscriminator(info, norm, width, dropout), latent_dim)
 
 
 # ---------------------------------------------------------------------------------------
@@ -149,19 +154,21 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """Flatten -> [Linear -> LeakyReLU] * len(hidden) -> Linear logit.
+    """Flatten -> [Linear -> LeakyReLU -> Dropout] * len(hidden) -> Linear logit.
 
-    No batch norm: a plain MLP discriminator is the course's first GAN, and without BN it
-    judges every image on its own.
+    No batch norm: a plain MLP discriminator, as in the original GAN, judges every image on
+    its own; dropout (as there) keeps it from memorising the few real images.
     """
 
-    def __init__(self, info: DataInfo, hidden: Sequence[int]):
+    def __init__(self, info: DataInfo, hidden: Sequence[int], dropout: float = 0.0):
         super().__init__()
         self.normalize = Normalize(info.mean, info.std)
         layers: list[nn.Module] = [nn.Flatten()]
         width = _numel(info.in_shape)
         for h in hidden:
             layers += [nn.Linear(width, h), nn.LeakyReLU(0.2, inplace=True)]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
             width = h
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
@@ -171,11 +178,11 @@ class MLPDiscriminator(nn.Module):
 
 
 def mlp_gan(info: DataInfo, norm: BatchNormSpec, latent_dim: int = 64,
-            hidden: Sequence[int] = (256, 256)) -> GAN:
-    """Fully connected pair; D's layers are G's in reverse order."""
+            hidden: Sequence[int] = (256, 256), dropout: float = 0.0) -> GAN:
+    """Fully connected pair; D's layers are G's in reverse order, `dropout` in D only."""
     _check_image(info)
     return GAN(MLPGenerator(info, norm, latent_dim, hidden),
-               MLPDiscriminator(info, list(hidden)[::-1]), latent_dim)
+               MLPDiscriminator(info, list(hidden)[::-1], dropout), latent_dim)
 
 
 def _numel(shape: Sequence[int]) -> int:

@@ -7,9 +7,13 @@ The course's recipe, per feature (channel) over the batch (and spatial positions
     Var <- (1 - m) * Var + m * var                          #   0.9 * old + 0.1 * batch
 and at inference y = gamma * (x - E) / sqrt(Var + eps) + beta.
 
-torch's nn.BatchNorm normalises with the same biased variance but stores the *unbiased*
-one (var * n / (n - 1)) in running_var, so the two layers agree on outputs and running_mean
-and differ in running_var by exactly that factor (tests/test_bn.py checks both facts).
+torch's nn.BatchNorm normalises with the same biased variance but feeds the *unbiased* one,
+var * n / (n - 1) with n = N (BatchNorm1d on (N, C)) or N * H * W (BatchNorm2d), into
+running_var. So the two layers give the same outputs in training mode, the same
+running_mean, and running_var values that differ by exactly n / (n - 1) after one update
+from the initial 1 (and by a mix of such factors after several); their eval-mode outputs
+therefore differ slightly too unless the running variances are synced
+(tests/test_bn.py checks all of this).
 """
 
 from __future__ import annotations
@@ -36,17 +40,18 @@ class CourseBatchNorm(nn.Module):
         # Statistics over every axis but the channel axis (1).
         dims = [0] + list(range(2, x.dim()))
         shape = [1, -1] + [1] * (x.dim() - 2)
+        x32 = x.float()  # statistics in float32 even under bf16 autocast, as nn.BatchNorm does
         if self.training:
-            mu = x.mean(dim=dims)
-            var = x.var(dim=dims, unbiased=False)
+            mu = x32.mean(dim=dims)  # (C,)
+            var = x32.var(dim=dims, unbiased=False)  # (C,) biased: the course's Var
             with torch.no_grad():
                 m = self.momentum
                 self.running_mean.mul_(1 - m).add_(m * mu)
                 self.running_var.mul_(1 - m).add_(m * var)
         else:
             mu, var = self.running_mean, self.running_var
-        x_hat = (x - mu.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
-        return self.weight.view(shape) * x_hat + self.bias.view(shape)
+        x_hat = (x32 - mu.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        return (self.weight.view(shape) * x_hat + self.bias.view(shape)).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"

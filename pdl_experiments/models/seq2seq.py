@@ -6,8 +6,12 @@ the last symbols read well and the first ones badly. With attention (Bahdanau's 
 each decoder step also reads a softmax-weighted mix of *all* encoder states, scored
 against its own state, so no symbol has to survive the trip through the bottleneck.
 
-    model=seq2seq            Seq2Seq(attention=False)
-    model=seq2seq_attention  Seq2Seq(attention=True, score=dot|additive)
+    model=seq2seq            Seq2Seq(attention=False, bidirectional=False)
+    model=seq2seq_attention  Seq2Seq(attention=True, bidirectional=True, score=dot|additive)
+
+Bahdanau's encoder is bidirectional: each state then knows the symbols on both sides of
+its position, which lets the decoder find its place by content and learn reverse in a
+few epochs (a left-to-right encoder gets there too, several times slower).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..data import DataInfo
 from .attention import AdditiveAttention, DotAttention
@@ -62,10 +67,11 @@ class Seq2Seq(Seq2SeqModel):
         self,
         info: DataInfo,
         norm=None,  # batch norm has no place in a recurrent net; accepted for the zoo's signature
-        hidden: int = 128,
+        hidden: int = 64,
         embed: Optional[int] = None,
         attention: bool = False,
         score: str = "dot",
+        bidirectional: bool = False,
         dropout: float = 0.0,
     ):
         super().__init__(info)
@@ -73,9 +79,13 @@ class Seq2Seq(Seq2SeqModel):
         if score not in SCORES:
             raise ValueError(f"attention.score={score}: expected one of {', '.join(SCORES)}")
         embed = embed or hidden
-        self.attention = attention
+        self.attention, self.score, self.bidirectional = attention, score, bidirectional
         self.embed = nn.Embedding(self.vocab_size, embed, padding_idx=self.pad)
-        self.encoder = nn.GRU(embed, hidden, batch_first=True)
+        if bidirectional and hidden % 2:
+            raise ValueError(f"model.hidden={hidden} must be even for a bidirectional encoder")
+        # Bidirectional: two half-width GRUs, so every encoder state is still `hidden` wide.
+        self.encoder = nn.GRU(embed, hidden // 2 if bidirectional else hidden,
+                              batch_first=True, bidirectional=bidirectional)
         ctx = hidden if attention else 0
         self.cell = nn.GRUCell(embed + ctx, hidden)
         if attention:
@@ -91,16 +101,21 @@ class Seq2Seq(Seq2SeqModel):
     def encode(self, src: torch.Tensor) -> tuple[Encoded, torch.Tensor]:
         """src (B, S) -> what the decoder may read, and its first state (B, H)."""
         real = src != self.pad
-        states, _ = self.encoder(self.dropout(self.embed(src)))  # (B, S, H)
-        # Right padding: the state after the last real token, not after the padding.
-        last = real.sum(1).clamp_min(1) - 1  # (B,)
-        final = states[torch.arange(len(src), device=src.device), last]  # (B, H)
+        # Packed, so padding never enters a state: the forward GRU stops at the last real
+        # token and the backward one starts there.
+        lengths = real.sum(1).clamp_min(1).cpu()
+        packed = pack_padded_sequence(self.dropout(self.embed(src)), lengths, batch_first=True,
+                                      enforce_sorted=False)
+        states, h_n = self.encoder(packed)  # h_n: (directions, B, H / directions)
+        states, _ = pad_packed_sequence(states, batch_first=True,
+                                        total_length=src.shape[1])  # (B, S, H)
+        final = torch.cat(list(h_n), dim=1)  # (B, H): all the decoder gets without attention
         keys = self.attend.project(states) if self.attention else None
         return Encoded(states, keys, real), final
 
     def step(self, token: torch.Tensor, state: torch.Tensor,
              enc: Encoded) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        """One decoder step: token (B,), state (B, H) -> logits (B, V), new state, weights (B, S)."""
+        """One decoder step: token (B,), state (B, H) -> logits (B, V), state, attention (B, S)."""
         inp = self.dropout(self.embed(token))  # (B, E)
         if not self.attention:
             state = self.cell(inp, state)
@@ -120,7 +135,8 @@ class Seq2Seq(Seq2SeqModel):
         logits = torch.stack(logits, dim=1)  # (B, T, V)
         if not return_attention:
             return logits
-        return logits, ({"attention": torch.stack(maps, dim=1)} if self.attention else {})  # (B, T, S)
+        maps = {"attention": torch.stack(maps, dim=1)} if self.attention else {}  # (B, T, S)
+        return logits, maps
 
     @torch.no_grad()
     def generate(self, src: torch.Tensor, steps: Optional[int] = None) -> torch.Tensor:

@@ -9,7 +9,6 @@ inside each residual branch) train without a warm-up schedule.
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -77,10 +76,10 @@ class Transformer(Seq2SeqModel):
         self,
         info: DataInfo,
         norm=None,  # LayerNorm is part of the architecture; bn.* does not apply
-        d_model: int = 128,
+        d_model: int = 64,
         heads: int = 4,
         layers: int = 2,
-        d_ff: int = 256,
+        d_ff: int = 128,
         dropout: float = 0.0,
     ):
         super().__init__(info)
@@ -89,15 +88,19 @@ class Transformer(Seq2SeqModel):
         # Learned positions: the only thing telling attention *where* a token sits.
         self.src_pos = nn.Embedding(self.max_len, d_model)
         self.tgt_pos = nn.Embedding(self.max_len, d_model)
-        self.encoder = nn.ModuleList(EncoderLayer(d_model, heads, d_ff, dropout) for _ in range(layers))
-        self.decoder = nn.ModuleList(DecoderLayer(d_model, heads, d_ff, dropout) for _ in range(layers))
+        self.encoder = nn.ModuleList(EncoderLayer(d_model, heads, d_ff, dropout)
+                                     for _ in range(layers))
+        self.decoder = nn.ModuleList(DecoderLayer(d_model, heads, d_ff, dropout)
+                                     for _ in range(layers))
         self.enc_norm, self.dec_norm = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(d_model, self.vocab_size)
 
     def _embed(self, tokens: torch.Tensor, pos: nn.Embedding) -> torch.Tensor:
         p = torch.arange(tokens.shape[1], device=tokens.device)
-        return self.dropout(self.embed(tokens) * math.sqrt(self.d_model) + pos(p))  # (B, L, D)
+        # Token and position embeddings at the same scale (both N(0, 1)): the position is
+        # what reverse is about, and must not drown under the token.
+        return self.dropout(self.embed(tokens) + pos(p))  # (B, L, D)
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """src (B, S) -> memory (B, S, D), mask (B, 1, 1, S)."""
@@ -133,7 +136,7 @@ class Transformer(Seq2SeqModel):
         memory_kv = [layer.cross_attn.project_memory(memory) for layer in self.decoder]
         out = []
         for t in range(steps or src.shape[1]):
-            y = self.dropout(self.embed(token) * math.sqrt(self.d_model) + self.tgt_pos.weight[t])
+            y = self.dropout(self.embed(token) + self.tgt_pos.weight[t])
             for i, layer in enumerate(self.decoder):
                 y, pasts[i] = layer.step(y, pasts[i], memory_kv[i], mask)  # (B, 1, D)
             token = self.out(self.dec_norm(y)).argmax(-1)  # (B, 1): fed back next step

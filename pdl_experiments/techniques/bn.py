@@ -1,12 +1,26 @@
 """Batch normalization: BN on/off (bn.enabled) and torch vs course layer (bn.impl).
 
-The recipe is ordinary supervised training; what this technique adds is a look inside:
-each epoch it measures, on a fixed batch, the gradient norm of every layer's weights and
-the mean/std of every normalised layer's input, so the dashboard shows why a deep plain net
-stalls without BN (gradients vanish towards the first layer) and trains with it.
+The recipe is ordinary supervised training; what this technique adds is a look inside.
+Each epoch it measures, on a fixed batch of training images (the probe):
+  * the gradient norm of every conv/linear weight, and first layer / last layer
+    (`bn/grad_ratio_first_last`): without BN a deep plain net's gradient vanishes on its
+    way back to the first layer, with BN it arrives intact;
+  * the mean of every such layer's input, and its std across the batch (per input feature,
+    averaged): how much what the layer sees changes from one image to the next. With BN it
+    stays put from layer to layer; without it the signal shrinks layer after layer until
+    the classifier's input (`bn/act_std_last`) no longer depends on the image;
+  * histograms of every layer's pre-activations (its output, before BN and ReLU).
+At the end the same is measured on the best weights, returned in metrics.json, and drawn
+as one picture (gradient norm and input std per layer, log scale) in TensorBoard.
+
+`model=plain_deep` is the net to look at: `pdl-run technique=bn model=plain_deep
+bn.enabled=true,false -m` trains it with and without BN, everything else equal.
 """
 
 from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -14,70 +28,176 @@ from torch import nn
 
 from .base import ClassificationTask
 
+HIST_MAX_VALUES = 20_000  # histograms of a strided subset: the full tensors cost ~10x more
+
 
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Conv and linear layers in forward order (their grads tell where the signal dies)."""
+    """Conv and linear layers in registration order (their grads tell where the signal dies)."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
+@dataclass
+class LayerStats:
+    """One weight layer, as seen on the probe batch."""
+
+    name: str
+    grad_norm: float  # ||dL/dW||
+    in_mean: float  # mean of the layer's input
+    in_std: float  # std of the input across the batch, averaged over features
+    preact: torch.Tensor | None = field(default=None, repr=False)  # output sample, for histograms
+
+
+def input_stats(x: torch.Tensor) -> tuple[float, float]:
+    """Mean of x ((N, ...)), and its std over the batch axis averaged over the rest.
+
+    Over the batch only: a plain net's biases and zero padding keep the activations varying
+    across channels and positions even when they no longer vary with the image.
+    """
+    x = x.detach().float()
+    return x.mean().item(), x.std(dim=0, unbiased=False).mean().item()
+
+
+@contextlib.contextmanager
+def side_effect_free(model: nn.Module):
+    """Run `model` in training mode, then put back its BN running stats and the RNG.
+
+    The probe must see what training sees (batch statistics, dropout), but a train-mode
+    forward updates running_mean/var and draws random numbers: without this, turning
+    diagnostics on would change the trained model.
+    """
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    was_training = model.training
+    cuda = [d.index if d.index is not None else torch.cuda.current_device()
+            for d in {p.device for p in model.parameters()} if d.type == "cuda"]
+    with torch.random.fork_rng(devices=cuda):
+        model.train()
+        try:
+            yield
+        finally:
+            model.train(was_training)
+            with torch.no_grad():
+                for k, v in model.named_buffers():
+                    v.copy_(buffers[k])
+
+
+def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+            keep_preacts: bool = False) -> list[LayerStats]:
+    """Per weight layer, in the order the forward pass reaches them: grads and input stats."""
+    names = dict(weight_layers(model))
+    order: list[str] = []  # forward order, which registration order need not be
+    inputs: dict[str, tuple[float, float]] = {}
+    preacts: dict[str, torch.Tensor] = {}
+
+    def before(name):
+        def hook(module, args):
+            if name not in inputs:
+                order.append(name)
+                inputs[name] = input_stats(args[0])
+        return hook
+
+    def after(name):
+        def hook(module, args, output):
+            if name not in preacts:
+                # Copy now: without BN an in-place ReLU overwrites this very tensor next.
+                flat = output.detach().flatten()
+                preacts[name] = flat[:: max(1, flat.numel() // HIST_MAX_VALUES)].float().cpu().clone()
+        return hook
+
+    hooks = [m.register_forward_pre_hook(before(n)) for n, m in names.items()]
+    if keep_preacts:
+        hooks += [m.register_forward_hook(after(n)) for n, m in names.items()]
+    try:
+        with side_effect_free(model):
+            loss = F.cross_entropy(model(x), y)
+            # autograd.grad leaves every .grad (and so the optimizer) alone.
+            grads = torch.autograd.grad(loss, [names[n].weight for n in order])
+    finally:
+        for h in hooks:
+            h.remove()
+    return [LayerStats(n, g.norm().item(), *inputs[n], preacts.get(n)) for n, g in zip(order, grads)]
+
+
+def summarize(stats: list[LayerStats]) -> dict[str, float]:
+    """The scalars of one measurement; per-layer tags carry the depth so TB sorts them."""
+    logs: dict[str, float] = {}
+    for i, s in enumerate(stats):
+        tag = f"{i:02d}_{s.name}"
+        logs[f"bn/grad_norm/{tag}"] = s.grad_norm
+        logs[f"bn/act_mean/{tag}"] = s.in_mean
+        logs[f"bn/act_std/{tag}"] = s.in_std
+    first, last = stats[0], stats[-1]
+    logs["bn/grad_norm_first"] = first.grad_norm
+    logs["bn/grad_norm_last"] = last.grad_norm
+    logs["bn/grad_ratio_first_last"] = first.grad_norm / max(last.grad_norm, 1e-30)
+    logs["bn/act_std_last"] = last.in_std  # what the classifier gets to see
+    return logs
+
+
+FINAL_KEYS = ("bn/grad_ratio_first_last", "bn/act_std_last", "bn/grad_norm_first",
+              "bn/grad_norm_last")
+
+
 class BNDiagnosticsTask(ClassificationTask):
+    """Classification, plus the per-layer measurement at the end of every epoch."""
+
     def __init__(self, model: nn.Module, probe: tuple[torch.Tensor, torch.Tensor],
                  enabled: bool = True):
         super().__init__(model)
         self.probe = probe
         self.enabled = enabled
-        self.last: dict[str, float] = {}
+        self.step = 0  # global step of the last epoch end: where the final picture goes
 
     def on_epoch_end(self, trainer, epoch: int) -> dict[str, float]:
+        self.step = trainer.global_step
         if not self.enabled:
             return {}
-        x, y = self.probe
-        layers = weight_layers(self.model)
-        acts: dict[str, torch.Tensor] = {}
-        hooks = [m.register_forward_hook(_capture(acts, n)) for n, m in layers]
-        was_training = self.model.training
-        self.model.train()  # the statistics training sees, batch stats included
-        try:
-            # Gradients of a probe batch, measured without touching the training step:
-            # torch.autograd.grad leaves every .grad (and the optimizer) alone.
-            params = [m.weight for _, m in layers]
-            loss = F.cross_entropy(self.model(x), y)
-            grads = torch.autograd.grad(loss, params)
-        finally:
-            for h in hooks:
-                h.remove()
-            self.model.train(was_training)
-        logs: dict[str, float] = {}
-        norms = [g.norm().item() for g in grads]
-        for (name, _), gn in zip(layers, norms):
-            logs[f"bn/grad_norm/{name}"] = gn
-        for name, a in acts.items():
-            logs[f"bn/act_mean/{name}"] = a.mean().item()
-            logs[f"bn/act_std/{name}"] = a.std().item()
-            if trainer.logger is not None:
-                trainer.logger.histogram(f"bn/pre_activation/{name}", a, epoch)
-        logs["bn/grad_ratio_first_last"] = norms[0] / max(norms[-1], 1e-30)
-        logs["bn/act_std_last"] = acts[layers[-2][0]].std().item() if len(layers) > 1 else 0.0
-        self.last = {k: logs[k] for k in ("bn/grad_ratio_first_last", "bn/act_std_last")}
-        return logs
+        logger = trainer.logger
+        stats = measure(self.model, *self.probe, keep_preacts=logger is not None)
+        if logger is not None:
+            for i, s in enumerate(stats):
+                logger.histogram(f"bn/pre_activation/{i:02d}_{s.name}", s.preact, trainer.global_step)
+        return summarize(stats)
 
 
-def _capture(store: dict, name: str):
-    def hook(module, inputs, output):
-        store[name] = output.detach()
+def gradient_figure(stats: list[LayerStats], title: str):
+    """Gradient norm and input std per layer, log scale: where the signal dies, if it does."""
+    from matplotlib.figure import Figure
 
-    return hook
+    tiny = 1e-30  # a log axis cannot show 0 (a dead layer): draw it at the floor
+    depth = range(len(stats))
+    fig = Figure(figsize=(7, 5.5))
+    ax_g, ax_a = fig.subplots(2, 1, sharex=True)
+    ax_g.bar(depth, [max(s.grad_norm, tiny) for s in stats], color="tab:blue")
+    ax_g.set_yscale("log")
+    ax_g.set_ylabel("||dL/dW||")
+    ax_g.set_title(title)
+    ax_a.plot(depth, [max(s.in_std, tiny) for s in stats], "o-", color="tab:orange")
+    ax_a.set_yscale("log")
+    ax_a.set_ylabel("std of the layer's input")
+    ax_a.set_xticks(list(depth))
+    ax_a.set_xticklabels([s.name for s in stats], rotation=45, ha="right", fontsize=7)
+    ax_a.set_xlabel("weight layer (input -> output)")
+    for ax in (ax_g, ax_a):
+        ax.grid(True, which="major", axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
 
 
 def run(ctx) -> dict[str, float]:
+    bn = ctx.cfg.bn
     model = ctx.build_model()
     x, y = ctx.data.train
     g = torch.Generator().manual_seed(int(ctx.cfg.seed))
-    idx = torch.randperm(len(y), generator=g)[: min(256, len(y))].to(y.device)
-    task = BNDiagnosticsTask(model, (x[idx], y[idx]), enabled=bool(ctx.cfg.bn.diagnostics))
+    idx = torch.randperm(len(y), generator=g)[: min(int(bn.probe_size), len(y))].to(y.device)
+    task = BNDiagnosticsTask(model, (x[idx], y[idx]), enabled=bool(bn.diagnostics))
     ctx.fit(task)
     metrics = ctx.classification_metrics(task, model)
     if task.enabled:
-        task.on_epoch_end(ctx.trainer(), 0)  # end values on the best weights
-        metrics.update(task.last)
+        stats = measure(model, *task.probe)  # on the best weights, which fit() ended on
+        metrics.update({k: v for k, v in summarize(stats).items() if k in FINAL_KEYS})
+        if ctx.logger is not None:
+            state = f"BN {bn.impl}" if bn.enabled else "no BN"
+            title = (f"{state}: gradient norm per layer (best weights), "
+                     f"first/last = {metrics['bn/grad_ratio_first_last']:.1e}")
+            ctx.logger.figure("bn/gradient_flow", gradient_figure(stats, title), task.step)
     return metrics

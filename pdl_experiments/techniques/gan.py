@@ -61,7 +61,7 @@ class GanTask(Task):
     def __init__(self, gan: GAN, judge: nn.Module, cfg: Any, seed: int):
         super().__init__()
         self.gan = gan
-        self.judge = judge.requires_grad_(False)
+        self.judge = judge.requires_grad_(False).eval()
         self.loss_kind = str(cfg.loss)
         self.lr, self.beta1 = float(cfg.lr), float(cfg.beta1)
         self.n_samples = int(cfg.n_samples)
@@ -252,10 +252,16 @@ def obtain_judge(ctx) -> nn.Module:
 
 
 def build_gan(cfg, info, norm: BatchNormSpec) -> GAN:
-    gan = build_model(cfg.model, info, norm, latent_dim=int(cfg.gan.latent_dim))
+    import inspect
+
+    from hydra.utils import get_object
+
+    target = str(cfg.model.get("_target_"))
+    takes_noise = "latent_dim" in inspect.signature(get_object(target)).parameters
+    gan = build_model(cfg.model, info, norm, latent_dim=int(cfg.gan.latent_dim)) if takes_noise else None
     if not isinstance(gan, GAN):
-        raise ConfigError(f"model={cfg.model.get('_target_')} is not a GAN model: technique=gan "
-                          "needs model=dcgan or model=gan_mlp")
+        raise ConfigError(f"model={target.rsplit('.', 1)[-1]} is not a GAN model: technique=gan "
+                          "needs model=gan_mlp or model=dcgan")
     return gan
 
 
@@ -325,7 +331,7 @@ def save_samples(ctx, task: GanTask, samples: torch.Tensor) -> None:
     shares = torch.bincount(pred, minlength=k).float() / len(pred)
     fig, ax = plt.subplots(figsize=(5, 2.5))
     ax.bar(range(k), shares.numpy())
-    ax.axhline(COVERED_SHARE / k, color="red", linestyle="--", label="covered")
+    ax.axhline(COVERED_SHARE / k, color="red", linestyle="--", label=f"{COVERED_SHARE / k:.0%}: covered")
     ax.set_xticks(range(k), ctx.data.info.class_names or [str(i) for i in range(k)])
     ax.set_xlabel("class assigned by the judge")
     ax.set_ylabel("share of samples")
