@@ -146,7 +146,7 @@ class BNConfig:
     # mean/std per weight layer, pre-activation histograms (TensorBoard; end values in
     # metrics.json). Measured without side effects on training (BN buffers, RNG restored).
     diagnostics: bool = True
-    probe_size: int = 256
+    probe_size: int = 64  # a training batch's worth: BN sees the batch statistics it trains with
 
 
 @dataclass

@@ -7,9 +7,10 @@ config fits 8x8 digits, 28x28 MNIST and 32x32 CIFAR:
        the dataset's pixel range, so real and fake images live on the same scale)
     D: images (B, C, H, W) -> one logit per image (B,): real (> 0) or fake (< 0)
 
-Both follow the DCGAN recipe (Radford et al., 2016): batch norm in G (not on its output)
-and in D (not on its input layer), ReLU in G, LeakyReLU(0.2) in D, weights drawn from
-N(0, 0.02) and BN scales from N(1, 0.02). `bn.enabled=false` removes the batch norms.
+The conv pair follows the DCGAN recipe (Radford et al., 2016): batch norm in G (not on its
+output) and in D (not on its input layer), ReLU in G, LeakyReLU(0.2) in D. The MLP pair has
+batch norm in G only and dropout in D (as the original GAN). Both draw their weights from
+N(0, 0.02) and BN scales from N(1, 0.02); `bn.enabled=false` removes the batch norms.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ log = logging.getLogger("pdl_experiments")
 # The judge: the zoo's SmallCNN with a 64-wide penultimate layer (the FID feature space),
 # always with batch norm so `bn.enabled=false` on the GAN does not change the ruler.
 JUDGE = {"_target_": "pdl_experiments.models.cnn.SmallCNN", "channels": [32, 64], "hidden": 64}
-JUDGE_LR = 1e-3
+JUDGE_LR, JUDGE_BATCH = 1e-3, 64
 JUDGE_VERSION = 1  # bump when the judge's recipe changes: old cache entries are ignored
 COVERED_SHARE = 0.4  # a class counts as generated with >= 0.4 / num_classes of the samples
 GRID = 64  # fixed-noise samples in the per-epoch grid
@@ -85,8 +85,9 @@ class GanTask(Task):
 
     def configure_optimizers(self, make_optimizer) -> dict[str, torch.optim.Optimizer]:
         # DCGAN's Adam for both players; `optimizer.*` is not used by this technique.
-        adam = lambda m: torch.optim.Adam(m.parameters(), lr=self.lr, betas=(self.beta1, 0.999))  # noqa: E731
-        return {"D": adam(self.discriminator), "G": adam(self.generator)}
+        betas = (self.beta1, 0.999)
+        return {"D": torch.optim.Adam(self.discriminator.parameters(), lr=self.lr, betas=betas),
+                "G": torch.optim.Adam(self.generator.parameters(), lr=self.lr, betas=betas)}
 
     # -- the game --------------------------------------------------------------------
     def training_step(self, batch, trainer) -> dict[str, Any]:
@@ -115,7 +116,8 @@ class GanTask(Task):
     def sample(self, n: int, noise: int) -> torch.Tensor:
         """n images (eval mode) from the noise numbered `noise` (seed + noise): a generator
         of its own, so scoring never moves the training RNG."""
-        z = torch.randn(n, self.gan.latent_dim, generator=torch.Generator().manual_seed(self.seed + noise))
+        gen = torch.Generator().manual_seed(self.seed + noise)
+        z = torch.randn(n, self.gan.latent_dim, generator=gen)  # (n, Z)
         was_training = self.training
         self.eval()
         try:
@@ -221,10 +223,11 @@ def judge_cache_file(ctx) -> Path:
 
     key = {"dataset": OmegaConf.to_container(ctx.cfg.dataset, resolve=True), "seed": int(ctx.cfg.seed),
            "epochs": int(ctx.cfg.gan.classifier_epochs), "judge": JUDGE, "lr": JUDGE_LR,
-           "batch_size": 64, "version": JUDGE_VERSION}
+           "batch_size": JUDGE_BATCH, "version": JUDGE_VERSION}
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     root = ctx.cfg.gan.cache_dir or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "pdl_experiments"
-    return Path(root).expanduser() / f"gan_judge-{ctx.data.info.name}-seed{int(ctx.cfg.seed)}-{digest}.pt"
+    name = f"gan_judge-{ctx.data.info.name}-seed{int(ctx.cfg.seed)}-{digest}.pt"
+    return Path(root).expanduser() / name
 
 
 def obtain_judge(ctx) -> nn.Module:
@@ -236,13 +239,14 @@ def obtain_judge(ctx) -> nn.Module:
     path = judge_cache_file(ctx)
     if ctx.state.resume_phase != "classifier" and path.is_file():
         try:
-            judge.load_state_dict(torch.load(path, map_location=ctx.device, weights_only=True)["model"])
+            cached = torch.load(path, map_location=ctx.device, weights_only=True)
+            judge.load_state_dict(cached["model"])
             log.info("judge classifier from cache %s", path)
             return judge
         except Exception as e:  # noqa: BLE001 - a bad cache entry is retrained, not fatal
             log.warning("ignoring unreadable judge cache %s (%s)", path, e)
     task = JudgeTask(judge)
-    ctx.fit(task, phase="classifier", train=ctx.train_loader(augment=False, batch_size=64),
+    ctx.fit(task, phase="classifier", train=ctx.train_loader(augment=False, batch_size=JUDGE_BATCH),
             max_epochs=int(ctx.cfg.gan.classifier_epochs), monitor="val/acc", mode="max")
     try:
         save_atomic({"model": judge.state_dict(), "version": JUDGE_VERSION}, path)
