@@ -6,6 +6,15 @@ answer without loading torch.
 
 from __future__ import annotations
 
+import gc
+
+# Start-up (importing Hydra and OmegaConf, composing the config) allocates ~10^5 small
+# objects and no garbage cycles worth collecting: the cyclic GC would run dozens of passes
+# for nothing (~40 ms of a ~0.55 s `pdl-run --cfg job`). It is off while this module imports
+# and while main() composes, and back on before a run does any work (_hydra_main).
+_GC_WAS_ON = gc.isenabled()
+gc.disable()
+
 import json
 import logging
 import os
@@ -35,6 +44,7 @@ _run_error: list[BaseException] = []
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
 def _hydra_main(cfg: DictConfig) -> Any:
+    gc.enable()
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -63,6 +73,7 @@ def main() -> None:
     full = os.environ.get("HYDRA_FULL_ERROR") == "1"
     # Hydra re-raises when HYDRA_FULL_ERROR is set; we then print the one-line version.
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    gc.disable()  # composing: see the top of this module; _hydra_main switches it back on
     try:
         _hydra_main()
         if _run_error:
@@ -81,6 +92,8 @@ def main() -> None:
                    "or set hydra.run.dir / hydra.sweep.dir")
         sys.stderr.write(f"pdl-run: error: {msg}\n")
         sys.exit(code)
+    finally:
+        gc.enable()
     from . import report
 
     if report.LAST_SWEEP_FAILED:
@@ -163,6 +176,9 @@ def report_main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"pdl-report: error: {one_line(e)}\n")
         sys.exit(1)
 
+
+if _GC_WAS_ON:
+    gc.enable()
 
 if __name__ == "__main__":
     main()

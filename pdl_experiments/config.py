@@ -263,8 +263,6 @@ class RunConfig:
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="pdl_schema", node=RunConfig)
-    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
-    cs.store(group="augmentation", name="augmentation_schema", node=AugmentationConfig)
 
 
 class ConfigError(ValueError):

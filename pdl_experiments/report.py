@@ -96,21 +96,34 @@ def report(dirs: Iterable[str | Path], out_dir: Optional[str | Path] = None,
     for r in rows:
         table.append([Path(r["run"]).name.split("_", 1)[0]] + [r["overrides"].get(a, "") for a in axes] + [r["status"]]
                      + [_fmt(r["metrics"].get(m)) for m in metrics])
-    with open(out / "summary.csv", "w", newline="") as f:
+    with open(out / "summary.csv", "w", newline="") as f:  # the data: every column
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(table)
-    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    # For reading, an override every job shares (experiment=..., trainer.progress=none) is
+    # said once above the table instead of repeated in a column.
+    common = {a: rows[0]["overrides"].get(a, "") for a in axes
+              if len(rows) > 1 and len({r["overrides"].get(a, "") for r in rows}) == 1}
+    keep = [i for i, h in enumerate(header) if h not in common]
+    header, table = [header[i] for i in keep], [[row[i] for i in keep] for row in table]
+    varying = [a for a in axes if a not in common]
+    note = "common to every job: " + ", ".join(f"{k}={v}" for k, v in common.items()) if common else ""
+    md = [f"{note.replace('common', 'Common', 1)}", ""] if note else []
+    md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in table]
     (out / "summary.md").write_text("\n".join(md) + "\n")
     # The console gets the headline columns; summary.csv / summary.md keep all of them.
-    shown = [i for i, h in enumerate(header) if i < len(axes) + 2 or h in _headline(metrics)]
+    shown = [i for i, h in enumerate(header) if i < len(varying) + 2 or h in _headline(metrics)]
     _print_table([header[i] for i in shown], [[row[i] for i in shown] for row in table],
-                 console, title=f"sweep summary — {out}")
+                 console, title=f"sweep summary — {out}", caption=note)
     plot_metric = metric or next((m for m in ("test/acc", "test/token_acc", "gan/fid") if m in metrics),
                                  metrics[0] if metrics else None)
     if plot_metric:
         _plot(rows, axes, plot_metric, out)
+    if metric is None:  # the metrics a technique's sweep is about, each in a plot of its own
+        for extra in ("adv/robust_acc/fgsm", "adv/robust_acc/pgd", "test/seq_acc", "gan/class_coverage"):
+            if extra in metrics:
+                _plot(rows, axes, extra, out)
     return rows
 
 
@@ -127,11 +140,11 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _print_table(header, table, console, title) -> None:
+def _print_table(header, table, console, title, caption: str = "") -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=title, header_style="bold")
+    t = Table(title=title, caption=caption or None, header_style="bold")
     for h in header:
         t.add_column(h, overflow="fold")
     for row in table:

@@ -17,5 +17,5 @@ for p in "${presets[@]}"; do
     || { echo "    $p: some jobs failed (see $OUT.$p.log)"; status=1; }
   echo "    $p took $(( $(date +%s) - start )) s"
 done
-python scripts/make_report.py "$OUT" outputs/REPORT.md
+"${PYTHON:-python3}" scripts/make_report.py "$OUT" outputs/REPORT.md
 exit $status
