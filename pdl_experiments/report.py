@@ -92,14 +92,15 @@ def report(dirs: Iterable[str | Path], out_dir: Optional[str | Path] = None,
     axes = sorted({k for r in rows for k in r["overrides"]})
     metrics = _metric_columns(rows)
     header = ["job"] + axes + ["status"] + metrics
-    table = []
-    for r in rows:
-        table.append([Path(r["run"]).name.split("_", 1)[0]] + [r["overrides"].get(a, "") for a in axes] + [r["status"]]
-                     + [_fmt(r["metrics"].get(m)) for m in metrics])
-    with open(out / "summary.csv", "w", newline="") as f:  # the data: every column
+    def row(r: dict, fmt) -> list[str]:
+        return ([Path(r["run"]).name.split("_", 1)[0]] + [r["overrides"].get(a, "") for a in axes]
+                + [r["status"]] + [fmt(r["metrics"].get(m)) for m in metrics])
+
+    with open(out / "summary.csv", "w", newline="") as f:  # the data: every column, full precision
         w = csv.writer(f)
         w.writerow(header)
-        w.writerows(table)
+        w.writerows(row(r, lambda v: "" if v is None else str(v)) for r in rows)
+    table = [row(r, _fmt) for r in rows]
     # For reading, an override every job shares (experiment=..., trainer.progress=none) is
     # said once above the table instead of repeated in a column.
     common = {a: rows[0]["overrides"].get(a, "") for a in axes

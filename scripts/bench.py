@@ -65,7 +65,7 @@ def child_peak_rss(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[
 
 
 # ---------------------------------------------------------------------------------------
-def bench_overhead(device: str = "cpu", epochs: int = 20, repeats: int = 3) -> None:
+def bench_overhead(device: str = "cpu", epochs: int = 20, repeats: int = 5) -> None:
     """Same model, data, batch size, seed, threads; both evaluate val once per epoch."""
     import torch
     import torch.nn.functional as F
@@ -301,12 +301,27 @@ def machine() -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+def markdown_table(wall_s: float) -> str:
+    """The results as a Markdown table (what docs/performance.md shows)."""
+    m = machine()
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
+             f"Python {m['python']}, CUDA: {m['cuda'] or 'none'}. Bench wall time {wall_s:.0f} s.", "",
+             "| section | measure | value | unit | target |", "|---|---|---|---|---|"]
+    for sec, rows in RESULTS.items():
+        for name, r in rows.items():
+            v = r["value"]
+            val = f"{v:.4g}" if isinstance(v, float) else str(v)
+            lines.append(f"| {sec} | {name} | {val} | {r['unit']} | {r['target']} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", nargs="*", default=None,
                    help="overhead startup default data pruning techniques cuda")
     p.add_argument("--full-techniques", action="store_true", help="full default run per technique")
     p.add_argument("--out", default=str(REPO / "outputs" / "bench.json"))
+    p.add_argument("--md", default=None, help="also write the table as Markdown to this file")
     args = p.parse_args()
     os.environ.setdefault("PYTHONPATH", str(REPO))
     parts = args.only or ["overhead", "startup", "default", "data", "pruning", "techniques", "cuda"]
@@ -325,6 +340,8 @@ def main() -> None:
     out.write_text(json.dumps({"machine": machine(), "results": RESULTS,
                                "bench_wall_s": time.perf_counter() - t0}, indent=2))
     print_table()
+    if args.md:
+        Path(args.md).write_text(markdown_table(time.perf_counter() - t0))
     print(f"bench wall time {time.perf_counter() - t0:.0f} s; JSON: {out}")
     _ = resource  # (ru_maxrss is read in the child wrapper)
 

@@ -1,35 +1,56 @@
 #!/usr/bin/env bash
-# GPU check: every technique for one short epoch on CUDA, plus the CUDA benchmark, in
-# under 5 minutes. For a lent GPU machine that has torch but not Hydra: fetch the wheels
-# first (on a machine with pip access, in the repo root):
-#   python3 -m pip download --no-deps --only-binary=:all: -d .whl \
-#       hydra-core==1.3.2 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3 rich markdown-it-py mdurl \
-#       tensorboard tensorboard-data-server scikit-learn threadpoolctl joblib torch-pruning
-# and carry .whl/ along; this script installs them into /tmp/site when present.
-set -euo pipefail
+# GPU check: every technique for one short epoch on CUDA, then the benchmark's CPU and CUDA
+# overhead and data-path figures; under 5 minutes on one H100/H200.
+#
+# Meant for a GPU box that has torch (and tensorboard, rich, scikit-learn, matplotlib) but no
+# package index: Hydra, OmegaConf, ANTLR's runtime and Torch-Pruning travel as wheels in .whl/
+# and are installed into /tmp/site; the project itself runs from the source checkout.
+# Fetch the wheels once, on a machine with pip access, in the repo root:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       --implementation cp --platform manylinux2014_x86_64 -d .whl \
+#       hydra-core==1.3.8 omegaconf==2.3.1 torch-pruning==1.6.1
+#   python3 -m pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3   # sdist only on PyPI
+# Then: bash scripts/gpu_check.sh      (summary files go to $OUT, else outputs/gpu_check)
+set -uo pipefail
 cd "$(dirname "$0")/.."
+runs=outputs/gpu_check
+report=${OUT:-$runs}
+mkdir -p "$runs" "$report"
+log="$report/gpu_check.log"
+: > "$log"
 if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "wheel install failed" | tee -a "$log"; exit 1; }
   export PYTHONPATH="/tmp/site:$PWD"
 else
   export PYTHONPATH="$PWD"
 fi
-export MPLBACKEND=Agg
-out=${OUT:-outputs/gpu_check}
-mkdir -p "$out"
-python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))"
+export MPLBACKEND=Agg PYTHONUNBUFFERED=1
+python3 - <<'PY' 2>&1 | tee -a "$log"
+import torch, hydra, omegaconf
+assert torch.cuda.is_available(), "no CUDA device"
+print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__, "| hydra", hydra.__version__,
+      "| omegaconf", omegaconf.__version__)
+PY
+[ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
 declare -A short=(
   [bn]="trainer.max_epochs=1"
-  [prune]="trainer.max_epochs=1 prune.finetune_epochs=1"
+  [prune]="trainer.max_epochs=1 prune.finetune_epochs=1 prune.level=filter"
   [adv]="trainer.max_epochs=1"
-  [gan]="trainer.max_epochs=1"
+  [gan]="trainer.max_epochs=1 gan.classifier_epochs=2"
   [nas]="nas.search_epochs=1 nas.retrain_epochs=1"
   [attention]="trainer.max_epochs=1"
 )
+failed=0
 for t in bn prune adv gan nas attention; do
-  start=$(date +%s.%N)
-  python3 -m pdl_experiments.cli technique=$t trainer.device=cuda trainer.progress=none ${short[$t]} \
-    "hydra.run.dir=$out/$t" > "$out/$t.log" 2>&1 && s=ok || s=FAILED
-  printf '%-10s %-7s %6.1f s\n' "$t" "$s" "$(echo "$(date +%s.%N) - $start" | bc)"
+  start=$(date +%s%N)
+  if python3 -m pdl_experiments.cli technique=$t trainer.device=cuda trainer.progress=none ${short[$t]} \
+      "hydra.run.dir=$runs/$t" > "$runs/$t.log" 2>&1; then s=ok; else s=FAILED; failed=1; fi
+  ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  printf '%-10s %-7s %5d.%01d s  %s\n' "$t" "$s" $((ms / 1000)) $((ms % 1000 / 100)) \
+    "$(python3 -c "import json,sys; m=json.load(open('$runs/$t/metrics.json')); print({k: round(v, 4) for k, v in m.items() if k in ('test/acc', 'test/token_acc', 'gan/fid', 'prune/latency_ratio', 'run/wall_s')})" 2>/dev/null)" \
+    | tee -a "$log"
+  [ $s = ok ] || tail -5 "$runs/$t.log" | tee -a "$log"
 done
-python3 scripts/bench.py --only overhead cuda data --out "$out/bench.json"
+python3 scripts/bench.py --only overhead cuda data --out "$report/bench.json" --md "$report/bench.md" 2>&1 | tee -a "$log"
+exit $failed

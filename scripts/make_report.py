@@ -46,7 +46,8 @@ PRESETS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "nas_vs_random": (
         "A searched DARTS cell does at least as well as a random one.",
         [("test/acc", "test acc"), ("test/loss", "test loss"), ("params", "params"),
-         ("nas/alpha_entropy", "final alpha entropy"), ("run/wall_s", "wall s")]),
+         ("nas/alpha_entropy_start", "alpha entropy start"),
+         ("nas/alpha_entropy_end", "alpha entropy end"), ("nas/skip_count", "skip edges"), ("run/wall_s", "wall s")]),
 }
 
 
@@ -57,6 +58,8 @@ def fmt(v: str) -> str:
         return v
     if x.is_integer() and abs(x) < 1e6:
         return str(int(x))
+    if abs(x) >= 10:
+        return f"{x:.1f}"
     return f"{x:.3g}" if abs(x) < 1e-3 else f"{x:.4f}".rstrip("0").rstrip(".")
 
 
