@@ -1,21 +1,27 @@
-"""Structured-config schemas, registered in Hydra's ConfigStore.
+"""The typed schema of a run (`RunConfig`) and its range checks.
 
-Every composed run is merged onto `RunConfig`, so a typo (`trainer.max_epoch=3`), a wrong
-type (`trainer.max_epochs=abc`) or a value outside an enum fails while Hydra composes the
-config, before any data is loaded. Ranges that a type cannot express (a ratio in [0, 1),
-epochs >= 1) are checked by `validate()` at the very start of a run.
+`configs/base.yaml`, the first entry of the primary config's defaults, holds every key of
+`RunConfig` with its default, generated from this module (a test keeps the two in sync;
+regenerate with `python -m pdl_experiments.config`). So a typo (`trainer.max_epoch=3`)
+fails while Hydra composes the config: the composed config is in struct mode. At the very
+start of a run, before any data is loaded, `typed()` merges the composed config onto
+`RunConfig`: a wrong type (`trainer.max_epochs=abc`) or a value outside an enum fails there
+with one line naming the key, and `validate()` checks the ranges a type cannot express
+(a ratio in [0, 1), epochs >= 1). Typing at run time rather than at composition keeps
+`pdl-run --cfg job` and `--help` fast (no structured config to build) and lets one bad job
+of a sweep fail alone.
 
-This module must stay cheap to import: `pdl-run --help` and `pdl-run --cfg job` load it,
-and they must not pay for torch.
+This module must stay cheap to import: `pdl-run --help` and `pdl-run --cfg job` must not
+pay for torch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 
@@ -260,13 +266,43 @@ class RunConfig:
     attention: AttentionConfig = field(default_factory=AttentionConfig)
 
 
-def register_configs() -> None:
-    cs = ConfigStore.instance()
-    cs.store(name="pdl_schema", node=RunConfig)
-
-
 class ConfigError(ValueError):
     """A bad value in a composed config; its message is one line naming the key."""
+
+
+BASE_YAML = Path(__file__).resolve().parent.parent / "configs" / "base.yaml"  # source checkout
+BASE_HEADER = ("# GENERATED from RunConfig in pdl_experiments/config.py: every key of a run with its\n"
+               "# default. Do not edit; regenerate with `python -m pdl_experiments.config`.\n")
+
+
+def base_yaml() -> str:
+    """The text of configs/base.yaml: RunConfig's defaults as plain YAML."""
+    from omegaconf import OmegaConf
+
+    return BASE_HEADER + OmegaConf.to_yaml(OmegaConf.structured(RunConfig))
+
+
+def typed(cfg: DictConfig) -> DictConfig:
+    """cfg merged onto RunConfig: types converted and checked, enums validated.
+
+    Raises ConfigError naming the key, e.g. `trainer.max_epochs=abc: Value 'abc' of type
+    'str' could not be converted to Integer`.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    src = cfg
+    if "hydra" in cfg:  # a config composed with return_hydra_config=True
+        src = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    try:
+        out = OmegaConf.merge(OmegaConf.structured(RunConfig), src)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "config"
+        value = OmegaConf.select(src, key, default=None, throw_on_missing=False) if key != "config" else None
+        msg = str(e).splitlines()[0].strip() if str(e).strip() else type(e).__name__
+        shown = f"{key}={value}" if value is not None and not isinstance(value, (dict, list)) else key
+        raise ConfigError(f"{shown}: {msg}") from None
+    return out
 
 
 # (key, predicate, what is allowed). Checked before any work starts.
@@ -333,3 +369,8 @@ def validate(cfg: DictConfig) -> None:
             good = False
         if not good:
             raise ConfigError(f"{key}={value} is out of range: expected {allowed}")
+
+
+if __name__ == "__main__":  # python -m pdl_experiments.config: rewrite configs/base.yaml
+    BASE_YAML.write_text(base_yaml())
+    print(f"wrote {BASE_YAML}")

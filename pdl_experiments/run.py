@@ -22,7 +22,7 @@ from typing import Any, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, validate
+from .config import ConfigError, typed, validate
 from .data import DataSplits, TensorLoader
 from .models import BatchNormSpec, build_model, count_params
 from .training import FitResult, RunState, Trainer, load_checkpoint
@@ -160,6 +160,7 @@ class RunContext:
 def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict[str, float]:
     """Run one experiment; returns (and writes to metrics.json) its final metrics."""
     t_start = time.perf_counter()
+    cfg = typed(cfg)  # types and enums checked (ConfigError naming the key), before any work
     validate(cfg)
     run_dir = Path(run_dir) if run_dir is not None else _hydra_output_dir()
     _check_writable(run_dir)

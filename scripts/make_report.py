@@ -7,14 +7,20 @@ the full table with every metric stays in the sweep's summary.md), and its plots
 README's tables are copied from this file.
 
     python scripts/make_report.py [SWEEPS_ROOT] [OUT]     # defaults: outputs/reproduce outputs/REPORT.md
+    python scripts/make_report.py --readme README.md      # also rewrite the README's measured tables
+
+The README's tables sit between `<!-- measured:start -->` and `<!-- measured:end -->` and are
+the same tables as REPORT.md's (without the plots), so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
-import sys
 from pathlib import Path
+
+START, END = "<!-- measured:start -->", "<!-- measured:end -->"
 
 # preset -> (claim, [(metric key, column title)])
 PRESETS: dict[str, tuple[str, list[tuple[str, str]]]] = {
@@ -79,29 +85,55 @@ def table(csv_path: Path, metrics: list[tuple[str, str]]) -> list[str]:
     return out
 
 
-def main(root: str, out: str) -> None:
-    root_p, out_p = Path(root), Path(out)
-    lines = ["# REPORT: the course's claims, measured", "",
-             "Made by `scripts/reproduce_all.sh` on the bundled data. Each section is one preset",
-             "sweep (`pdl-run -m experiment=<name>`); the full table with every metric is the",
-             "sweep's summary.md.", ""]
-    timings = root_p.parent / f"{root_p.name}.timings"
-    if timings.is_file():
-        lines += ["Wall time per preset (s): " + ", ".join(timings.read_text().split()), ""]
+def sections(root_p: Path, out_p: Path, plots: bool, level: str = "##") -> list[str]:
+    lines: list[str] = []
     for name, (claim, metrics) in PRESETS.items():
         sweep = root_p / name
-        lines += [f"## {name}", "", f"Claim: {claim}", "", f"`pdl-run -m experiment={name}`", ""]
+        lines += [f"{level} {name}", "", f"Claim: {claim}", "", f"`pdl-run -m experiment={name}`", ""]
         summary = sweep / "summary.csv"
         if not summary.is_file():
             lines += ["(not run)", ""]
             continue
         lines += table(summary, metrics) + [""]
-        for png in sorted(sweep.glob("*.png")):
-            lines += [f"![{name}]({os.path.relpath(png.resolve(), out_p.parent.resolve())})", ""]
+        if plots:
+            for png in sorted(sweep.glob("*.png")):
+                lines += [f"![{name}]({os.path.relpath(png.resolve(), out_p.parent.resolve())})", ""]
+    return lines
+
+
+def timings_line(root_p: Path) -> list[str]:
+    timings = root_p.parent / f"{root_p.name}.timings"
+    if not timings.is_file():
+        return []
+    pairs = [ln.split("=") for ln in timings.read_text().split()]
+    total = sum(int(v) for _, v in pairs)
+    return [f"Wall time per preset (s): {', '.join(f'{k} {v}' for k, v in pairs)}; total {total} s.", ""]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("root", nargs="?", default="outputs/reproduce")
+    ap.add_argument("out", nargs="?", default="outputs/REPORT.md")
+    ap.add_argument("--readme", default=None, help="rewrite the measured section of this README")
+    args = ap.parse_args()
+    root_p, out_p = Path(args.root), Path(args.out)
+    lines = ["# REPORT: the course's claims, measured", "",
+             "Made by `scripts/reproduce_all.sh` on the bundled data. Each section is one preset",
+             "sweep (`pdl-run -m experiment=<name>`); the full table with every metric is the",
+             "sweep's summary.md.", ""]
+    lines += timings_line(root_p) + sections(root_p, out_p, plots=True)
     out_p.write_text("\n".join(lines) + "\n")
     print(f"wrote {out_p}")
+    if args.readme:
+        readme = Path(args.readme)
+        text = readme.read_text()
+        if START not in text or END not in text:
+            raise SystemExit(f"{readme}: no {START} ... {END} section to rewrite")
+        body = ["", *timings_line(root_p), *sections(root_p, out_p, plots=False, level="###")]
+        head, rest = text.split(START, 1)
+        readme.write_text(head + START + "\n".join(body) + END + rest.split(END, 1)[1])
+        print(f"rewrote the measured tables in {readme}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "outputs/reproduce",
-         sys.argv[2] if len(sys.argv) > 2 else "outputs/REPORT.md")
+    main()

@@ -17,11 +17,10 @@ def compose(overrides: list[str] | None = None):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
-    from pdl_experiments.config import register_configs
+    from pdl_experiments.config import typed
 
-    register_configs()
     with initialize_config_module(config_module="pdl_experiments.configs", version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides or []))
+        return typed(hydra_compose(config_name="config", overrides=list(overrides or [])))
 
 
 def run_small(tmp_path: Path, overrides: list[str] | None = None, name: str = "run"):

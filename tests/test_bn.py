@@ -223,9 +223,6 @@ def test_bad_values_fail_with_one_line_naming_the_key(small_run, override, key):
 def test_ablation_preset_sweeps_bn_against_the_learning_rate():
     from hydra import compose, initialize_config_module
 
-    from pdl_experiments.config import register_configs
-
-    register_configs()
     with initialize_config_module(config_module="pdl_experiments.configs", version_base="1.3"):
         cfg = compose(config_name="config", overrides=["experiment=bn_ablation"],
                       return_hydra_config=True)

@@ -83,7 +83,7 @@ def test_unknown_op_names_the_allowed_ones():
 
     with pytest.raises(Exception) as err:
         compose(["technique=nas", "nas.ops=[conv_3x3,conv_7x7]"])
-    assert re.fullmatch(r"Error merging override nas.ops=\[conv_3x3,conv_7x7\]: Invalid value "
+    assert re.fullmatch(r"nas.ops\[1\]=conv_7x7: Invalid value "
                         r"'conv_7x7', expected one of \[conv_3x3, .*, none\]", one_line(err.value))
 
 
