@@ -65,7 +65,7 @@ def child_peak_rss(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[
 
 
 # ---------------------------------------------------------------------------------------
-def bench_overhead(device: str = "cpu", epochs: int = 20, repeats: int = 5) -> None:
+def bench_overhead(device: str = "cpu", epochs: int = 20, repeats: int = 7) -> None:
     """Same model, data, batch size, seed, threads; both evaluate val once per epoch."""
     import torch
     import torch.nn.functional as F
@@ -136,6 +136,8 @@ def bench_overhead(device: str = "cpu", epochs: int = 20, repeats: int = 5) -> N
     for _ in range(repeats):  # interleaved, so drift in machine load hits both alike
         mins.append(minimal())
         trains.append(trainer())
+    # Medians of the interleaved repeats: on this 2-core box single repeats vary by a few
+    # per cent, and the fastest ones vary more than the medians do.
     m, t = statistics.median(mins), statistics.median(trains)
     sec = f"1. runner overhead ({device}, {epochs} epochs)"
     record(sec, "minimal loop", m, "s")
