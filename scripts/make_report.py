@@ -28,32 +28,32 @@ PRESETS: dict[str, tuple[str, list[tuple[str, str]]]] = {
         "A deep plain net trains with batch norm and stalls without it; without BN the gradient "
         "vanishes on its way to the first layer.",
         [("test/acc", "test acc"), ("bn/grad_ratio_first_last", "grad first/last"),
-         ("bn/act_std_last", "std of last layer's input"), ("run/wall_s", "wall s")]),
+         ("bn/act_std_last", "std of last layer's input")]),
     "augmentation_study": (
         "Augmentation narrows the train-test gap on a small training set (150 digits).",
         [("final/train_acc", "train acc"), ("test/acc", "test acc"),
-         ("final/train_test_gap", "train-test gap"), ("run/wall_s", "wall s")]),
+         ("final/train_test_gap", "train-test gap")]),
     "prune_sweep": (
         "Much of a network can be pruned with little loss in accuracy after fine-tuning; "
         "filter pruning makes it really smaller and faster.",
         [("prune/acc_before", "acc dense"), ("prune/acc_pruned", "acc pruned"),
          ("prune/acc_finetuned", "acc fine-tuned"), ("prune/sparsity", "params removed"),
          ("prune/flops_share", "FLOPs left"), ("prune/latency_ratio", "latency b256 pruned/dense"),
-         ("prune/ckpt_share", "checkpoint size left"), ("run/wall_s", "wall s")]),
+         ("prune/ckpt_share", "checkpoint size left")]),
     "adv_eps": (
         "Small input shifts break a standard model; adversarial training at the same eps "
         "defends, at a small cost in clean accuracy.",
         [("test/acc", "clean acc"), ("adv/robust_acc/grad", "course grad step @eps"),
          ("adv/robust_acc/fgsm", "FGSM @eps"), ("adv/robust_acc/pgd", "PGD @eps"),
-         ("run/wall_s", "wall s")]),
+         ]),
     "attention_length": (
         "Seq2seq forgets long inputs; attention and the Transformer do not (reverse task).",
-        [("test/token_acc", "token acc"), ("test/seq_acc", "sequence acc"), ("run/wall_s", "wall s")]),
+        [("test/token_acc", "token acc"), ("test/seq_acc", "sequence acc")]),
     "nas_vs_random": (
         "A searched DARTS cell does at least as well as a random one.",
         [("test/acc", "test acc"), ("test/loss", "test loss"), ("params", "params"),
          ("nas/alpha_entropy_start", "alpha entropy start"),
-         ("nas/alpha_entropy_end", "alpha entropy end"), ("nas/skip_count", "skip edges"), ("run/wall_s", "wall s")]),
+         ("nas/alpha_entropy_end", "alpha entropy end"), ("nas/skip_count", "skip edges")]),
 }
 
 
