@@ -270,7 +270,14 @@ class ConfigError(ValueError):
     """A bad value in a composed config; its message is one line naming the key."""
 
 
-BASE_YAML = Path(__file__).resolve().parent.parent / "configs" / "base.yaml"  # source checkout
+def base_yaml_path() -> Path:
+    """Where configs/base.yaml lives: the source checkout's configs/ (editable or not) or the
+    installed package's pdl_experiments/configs/."""
+    from importlib.resources import files
+
+    return Path(str(files("pdl_experiments.configs") / "base.yaml"))
+
+
 BASE_HEADER = ("# GENERATED from RunConfig in pdl_experiments/config.py: every key of a run with its\n"
                "# default. Do not edit; regenerate with `python -m pdl_experiments.config`.\n")
 
@@ -372,5 +379,6 @@ def validate(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":  # python -m pdl_experiments.config: rewrite configs/base.yaml
-    BASE_YAML.write_text(base_yaml())
-    print(f"wrote {BASE_YAML}")
+    path = base_yaml_path()
+    path.write_text(base_yaml())
+    print(f"wrote {path}")
