@@ -159,6 +159,16 @@ class RunContext:
 # ---------------------------------------------------------------------------------------
 def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict[str, float]:
     """Run one experiment; returns (and writes to metrics.json) its final metrics."""
+    threads = torch.get_num_threads()
+    try:
+        return _run(cfg, run_dir)
+    finally:
+        # trainer.num_threads is torch's process-wide setting: give it back, so the next job
+        # of a sweep in this process (or the caller of run()) gets its own choice.
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: DictConfig, run_dir: Optional[str | Path]) -> dict[str, float]:
     t_start = time.perf_counter()
     cfg = typed(cfg)  # types and enums checked (ConfigError naming the key), before any work
     validate(cfg)

@@ -17,14 +17,6 @@ TINY = ["technique=gan", "dataset.subset=300", "gan.classifier_epochs=2", "train
         "gan.n_samples=200"]
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    """technique=gan runs with trainer.num_threads=1, torch's process-wide setting: give it back."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     """One judge cache for the module's runs (the first run trains and stores the judge)."""

@@ -23,14 +23,6 @@ LEVELS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    """trainer.num_threads=1 sets torch's process-wide thread count: give it back."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory):
     """One uninterrupted run per level, made on first use and shared by the tests below."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, compose
+from conftest import REPO, compose, run_small
 
 CONFIGS = REPO / "configs"
 PY = sys.executable
@@ -232,3 +232,13 @@ def test_multirun_makes_job_dirs_with_hparams_and_a_summary(tmp_path):
     for name in ("summary.csv", "summary.md"):
         assert (sweep / name).is_file()
     assert list(sweep.glob("*.png"))
+
+
+def test_run_gives_back_the_thread_count(tmp_path):
+    """trainer.num_threads is process-wide in torch: the next sweep job must not inherit it."""
+    import torch
+
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    run_small(tmp_path, ["trainer.max_epochs=1", "bn.diagnostics=false", f"trainer.num_threads={want}"])
+    assert torch.get_num_threads() == before

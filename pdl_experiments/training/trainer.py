@@ -114,10 +114,9 @@ class Trainer:
         # The losses are checked for NaN/inf together, once per log interval and at the end of
         # every epoch (a check is a device sync on CUDA and ~10 us of op overhead on CPU); the
         # error still names the exact step where the loss first went non-finite.
-        self._check_every = cfg.log_every_n_steps
         # Read once: an OmegaConf attribute access costs ~10 us, too much for every step.
-        self._grad_clip = float(cfg.grad_clip)
         self._log_every = int(cfg.log_every_n_steps)
+        self._grad_clip = float(cfg.grad_clip)
 
     # ------------------------------------------------------------------ public API
     def autocast(self):
@@ -219,7 +218,7 @@ class Trainer:
                     sizes.append(n)
                     for k, v in out.items():
                         outs.setdefault(k, []).append(v.detach() if torch.is_tensor(v) else torch.tensor(float(v)))
-                    if st["global_step"] % self._check_every == 0:
+                    if st["global_step"] % self._log_every == 0:
                         checked = self._check_finite(outs["loss"], checked, epoch, st["global_step"], phase)
                     if self.logger is not None and st["global_step"] % self._log_every == 0:
                         self.logger.scalars({"train/loss_step": loss.item()}, st["global_step"])
