@@ -64,6 +64,17 @@ def child_peak_rss(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[
     return res["wall"], res["rss"], "" if res["rc"] == 0 else res["err"]
 
 
+def compose(overrides: list[str]):
+    """The typed config `pdl-run <overrides>` would run, without Hydra's runtime section."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    from pdl_experiments.config import typed
+
+    with initialize_config_module(config_module="pdl_experiments.configs", version_base="1.3"):
+        return typed(hydra_compose(config_name="config", overrides=list(overrides)))
+
+
 # ---------------------------------------------------------------------------------------
 def bench_overhead(device: str = "cpu", epochs: int = 20, repeats: int = 7) -> None:
     """Same model, data, batch size, seed, threads; both evaluate val once per epoch."""
@@ -75,8 +86,6 @@ def bench_overhead(device: str = "cpu", epochs: int = 20, repeats: int = 7) -> N
     from pdl_experiments.techniques.base import ClassificationTask, classification_metrics
     from pdl_experiments.training import RunState
     from pdl_experiments.training.logger import RunLogger
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest import compose
 
     from hydra.utils import instantiate
 

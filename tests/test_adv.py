@@ -14,7 +14,7 @@ from pdl_experiments.config import ConfigError
 from pdl_experiments.techniques import adv
 from pdl_experiments.techniques.attacks import ATTACKS, AttackSpec, input_gradient, perturb
 
-from conftest import compose, run_small
+from helpers import compose, run_small
 
 FAST = ["technique=adv", "trainer.num_threads=1", "trainer.checkpoint_interval_s=0"]
 EPS = 0.1

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import compose
+from helpers import compose
 
 from pdl_experiments.data import DataError
 from pdl_experiments.data.sequences import PAD, load_copy, load_reverse, load_sort

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import REPO, compose
+from helpers import REPO, compose
 from pdl_experiments.config import ConfigError, base_yaml, typed
 
 

@@ -8,7 +8,7 @@ import signal
 import pytest
 import torch
 
-from conftest import compose, run_small
+from helpers import compose, run_small
 from pdl_experiments.models.gan import GAN_MODELS
 
 # A tiny budget: 300 training digits (10 GAN batches of 32, 5 judge batches of 64), a 2-epoch

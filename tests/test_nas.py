@@ -27,7 +27,7 @@ from pdl_experiments.models.darts import (
 from pdl_experiments.models.norm import BatchNormSpec
 from pdl_experiments.training import Interrupted, load_checkpoint
 
-from conftest import compose, run_small
+from helpers import compose, run_small
 
 ALL_OPS = list(OPS)
 DEFAULT_OPS = ["conv_3x3", "conv_5x5", "dil_conv_3x3", "max_pool_3x3", "avg_pool_3x3",

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import run_small
+from helpers import run_small
 
 # Small and quick: 200 training images (4 batches), 1 + 2 epochs, one latency repeat, and
 # one thread (two threads on a busy 2-core machine mostly spin).
@@ -210,14 +210,14 @@ def test_from_run_must_match_the_model(tmp_path, clean):
 
 
 def test_sweep_preset_composes():
-    from conftest import compose
+    from helpers import compose
 
     cfg = compose(["experiment=prune_sweep"])
     assert cfg.technique == "prune"
 
 
 def test_bn_scales_pair_every_conv_with_its_norm():
-    from conftest import compose
+    from helpers import compose
     from hydra.utils import instantiate
 
     from pdl_experiments.models import BatchNormSpec, build_model

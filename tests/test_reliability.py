@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, run_small
-from test_runner import ENV, PY, pdl_run
+from helpers import ENV, PY, REPO, pdl_run, run_small
 
 PACKAGE = REPO / "pdl_experiments"
 

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO, compose, run_small
+from helpers import ENV, PY, REPO, compose, pdl_run, run_small
 
 CONFIGS = REPO / "configs"
-PY = sys.executable
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-
-
-def pdl_run(args, cwd, timeout=240, env=None):
-    return subprocess.run([PY, "-m", "pdl_experiments.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=env or ENV)
 
 
 # ---------------------------------------------------------------- composition
@@ -90,7 +81,7 @@ def test_mirror_flips_per_image():
 # ---------------------------------------------------------------- a real run
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
-    from conftest import run_small
+    from helpers import run_small
 
     tmp = tmp_path_factory.mktemp("default")
     return run_small(tmp, ["trainer.max_epochs=4", "augmentation=light"])
@@ -146,7 +137,7 @@ def test_event_file_has_scalars_images_and_hparams_in_the_run_itself(default_run
 
 
 def test_same_seed_gives_identical_metrics(tmp_path):
-    from conftest import run_small
+    from helpers import run_small
 
     a, _ = run_small(tmp_path, ["trainer.max_epochs=2", "bn.diagnostics=false"], "a")
     b, _ = run_small(tmp_path, ["trainer.max_epochs=2", "bn.diagnostics=false"], "b")
@@ -154,7 +145,7 @@ def test_same_seed_gives_identical_metrics(tmp_path):
 
 
 def test_non_finite_loss_stops_with_epoch_and_step(tmp_path):
-    from conftest import run_small
+    from helpers import run_small
     from pdl_experiments.training import NonFiniteLossError
 
     with pytest.raises(NonFiniteLossError, match=r"epoch \d+, step \d+"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from test_runner import pdl_run
+from helpers import pdl_run
 
 FAST = ["trainer.max_epochs=1", "bn.diagnostics=false"]
 
@@ -40,7 +40,7 @@ def test_submitit_local_runs_a_two_job_sweep(tmp_path):
 
 
 def test_pdl_report_over_single_runs(tmp_path):
-    from conftest import run_small
+    from helpers import run_small
     from pdl_experiments.cli import report_main
 
     for lr in (0.002, 0.01):
