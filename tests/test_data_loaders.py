@@ -21,6 +21,7 @@ from pdl_experiments.data import DataError, DataSplits
 from pdl_experiments.data import vision
 from pdl_experiments.data.digits import load_digits
 from pdl_experiments.data.image_folder import load_image_folder
+from pdl_experiments.data.vision import load_vision
 
 N_TRAIN, N_TEST, N_CLASSES_USED = 30, 10, 3  # labels 0..2 (SVHN: 1..3, i.e. 10 -> 0 too)
 
@@ -172,22 +173,20 @@ def assert_same(a: DataSplits, b: DataSplits) -> None:
 
 
 @pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
-@pytest.mark.parametrize(
-    "loader,folder", [(vision.load_mnist, "MNIST"), (vision.load_fashion_mnist, "FashionMNIST")]
-)
-def test_mnist_like(tmp_path, loader, folder, gz):
+@pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_mnist_like(tmp_path, name, folder, gz):
     write_mnist(tmp_path, folder, gz=gz)
-    s = loader(root=str(tmp_path), val_fraction=0.1, seed=0)
+    s = load_vision(name, root=str(tmp_path), val_fraction=0.1, seed=0)
     check_splits(s, (1, 28, 28), N_TRAIN, N_TEST)
     assert s.sizes()["val"] == 3  # 10 per class, 10% of each
     assert s.info.num_classes == 10
     assert set(s.test[1].tolist()) == {0, 1, 2}
-    assert_same(s, loader(root=str(tmp_path), val_fraction=0.1, seed=0))
+    assert_same(s, load_vision(name, root=str(tmp_path), val_fraction=0.1, seed=0))
 
 
 def test_mnist_pixels_are_scaled_not_changed(tmp_path):
     raw = write_mnist(tmp_path)
-    s = vision.load_mnist(root=str(tmp_path), val_fraction=0.0)
+    s = load_vision("mnist", root=str(tmp_path), val_fraction=0.0)
     # the test split keeps file order: compare with the bytes we wrote
     with open(os.path.join(raw, "t10k-images-idx3-ubyte"), "rb") as f:
         expected = np.frombuffer(f.read(), np.uint8, offset=16).reshape(N_TEST, 1, 28, 28)
@@ -200,7 +199,7 @@ def test_mnist_truncated_file_names_the_file(tmp_path):
     with open(path, "r+b") as f:
         f.truncate(100)
     with pytest.raises(DataError, match="train-images-idx3-ubyte") as e:
-        vision.load_mnist(root=str(tmp_path))
+        load_vision("mnist", root=str(tmp_path))
     assert "\n" not in str(e.value)
 
 
@@ -210,7 +209,7 @@ def test_mnist_corrupt_gzip_names_the_file(tmp_path):
     with open(path, "wb") as f:
         f.write(b"\x1f\x8b\x08\x00garbage")
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz"):
-        vision.load_mnist(root=str(tmp_path))
+        load_vision("mnist", root=str(tmp_path))
 
 
 # --------------------------------------------------------------------------------------
@@ -221,16 +220,16 @@ def test_mnist_corrupt_gzip_names_the_file(tmp_path):
 @pytest.mark.parametrize("dump", [_dump, _dump_py2], ids=["py3-pickle", "py2-pickle"])
 def test_cifar10(tmp_path, dump):
     write_cifar10(tmp_path, dump=dump)
-    s = vision.load_cifar10(root=str(tmp_path), seed=1)
+    s = load_vision("cifar10", root=str(tmp_path), seed=1)
     check_splits(s, (3, 32, 32), N_TRAIN, N_TEST)
     assert s.info.num_classes == 10
     assert s.info.class_names[:3] == ["airplane", "automobile", "bird"]
-    assert_same(s, vision.load_cifar10(root=str(tmp_path), seed=1))
+    assert_same(s, load_vision("cifar10", root=str(tmp_path), seed=1))
 
 
 def test_cifar100_fine_labels_and_str_keys(tmp_path):
     write_cifar100(tmp_path)
-    s = vision.load_cifar100(root=str(tmp_path))
+    s = load_vision("cifar100", root=str(tmp_path))
     check_splits(s, (3, 32, 32), N_TRAIN, N_TEST)
     assert s.info.num_classes == 100 and s.info.class_names[40] == "fine40"
     assert set(s.train[1].tolist()) == {0, 40, 80}
@@ -265,7 +264,7 @@ def test_cifar_pickle_with_foreign_global_is_refused(tmp_path, kind):
     _dump(os.path.join(d, "data_batch_2"), {b"labels": [0], b"data": payload})
     _Evil.calls.clear()
     with pytest.raises(DataError, match="refusing to load .*data_batch_2") as e:
-        vision.load_cifar10(root=str(tmp_path))
+        load_vision("cifar10", root=str(tmp_path))
     assert "\n" not in str(e.value)
     assert not marker.exists() and _Evil.calls == []
 
@@ -275,7 +274,7 @@ def test_cifar_garbage_pickle_names_the_file(tmp_path):
     with open(os.path.join(d, "test_batch"), "wb") as f:
         f.write(b"\x80\x04not a pickle at all")
     with pytest.raises(DataError, match="test_batch"):
-        vision.load_cifar10(root=str(tmp_path))
+        load_vision("cifar10", root=str(tmp_path))
 
 
 # --------------------------------------------------------------------------------------
@@ -285,7 +284,7 @@ def test_cifar_garbage_pickle_names_the_file(tmp_path):
 
 def test_svhn_label_10_is_digit_0(tmp_path):
     write_svhn(tmp_path)
-    s = vision.load_svhn(root=str(tmp_path))
+    s = load_vision("svhn", root=str(tmp_path))
     check_splits(s, (3, 32, 32), N_TRAIN, N_TEST)
     assert set(s.test[1].tolist()) == {0, 1, 2}
     assert s.info.num_classes == 10
@@ -300,7 +299,7 @@ def test_svhn_layout_is_nchw(tmp_path):
     y = np.array([[1], [1]], np.uint8)
     for name in ("train_32x32.mat", "test_32x32.mat"):
         savemat(os.path.join(tmp_path, name), {"X": x, "y": y})
-    s = vision.load_svhn(root=str(tmp_path))
+    s = load_vision("svhn", root=str(tmp_path))
     assert s.test[0][1, 2, 5, 7] == 1.0 and s.test[0].sum() == 1.0
 
 
@@ -309,7 +308,7 @@ def test_svhn_corrupt_mat_names_the_file(tmp_path):
     with open(tmp_path / "test_32x32.mat", "wb") as f:
         f.write(b"MATLAB 5.0 MAT-file truncated")
     with pytest.raises(DataError, match="test_32x32.mat"):
-        vision.load_svhn(root=str(tmp_path))
+        load_vision("svhn", root=str(tmp_path))
 
 
 # --------------------------------------------------------------------------------------
@@ -317,20 +316,20 @@ def test_svhn_corrupt_mat_names_the_file(tmp_path):
 # --------------------------------------------------------------------------------------
 
 MISSING = [
-    (vision.load_mnist, os.path.join("MNIST", "raw")),
-    (vision.load_fashion_mnist, os.path.join("FashionMNIST", "raw")),
-    (vision.load_cifar10, "cifar-10-batches-py"),
-    (vision.load_cifar100, "cifar-100-python"),
-    (vision.load_svhn, ""),
+    ("mnist", os.path.join("MNIST", "raw")),
+    ("fashion_mnist", os.path.join("FashionMNIST", "raw")),
+    ("cifar10", "cifar-10-batches-py"),
+    ("cifar100", "cifar-100-python"),
+    ("svhn", ""),
 ]
 
 
-@pytest.mark.parametrize("loader,subdir", MISSING, ids=lambda v: getattr(v, "__name__", None))
-def test_missing_dataset_says_where_and_how(tmp_path, loader, subdir, monkeypatch):
+@pytest.mark.parametrize("name,subdir", MISSING, ids=[name for name, _ in MISSING])
+def test_missing_dataset_says_where_and_how(tmp_path, name, subdir, monkeypatch):
     # download=False must never reach the network
     monkeypatch.setattr(vision, "_download", lambda *a: pytest.fail("tried to download"))
     with pytest.raises(DataError) as e:
-        loader(root=str(tmp_path), download=False)
+        load_vision(name, root=str(tmp_path), download=False)
     msg = str(e.value)
     assert "\n" not in msg
     assert os.path.join(str(tmp_path), subdir).rstrip(os.sep) in msg
@@ -341,32 +340,41 @@ def test_failed_download_is_one_line_data_error(tmp_path, monkeypatch):
     def offline(root):
         raise OSError("[Errno -3] Temporary failure in name resolution\n  more detail")
 
-    monkeypatch.setattr(vision, "_MNIST", dataclasses.replace(vision._MNIST, fetch=offline))
+    mnist = dataclasses.replace(vision.SOURCES["mnist"], fetch=offline)
+    monkeypatch.setitem(vision.SOURCES, "mnist", mnist)
     with pytest.raises(DataError, match="could not download MNIST") as e:
-        vision.load_mnist(root=str(tmp_path), download=True)
+        load_vision("mnist", root=str(tmp_path), download=True)
     assert "\n" not in str(e.value) and e.value.__cause__ is None
 
 
 def test_download_skipped_when_files_present(tmp_path, monkeypatch):
     write_mnist(tmp_path)
     monkeypatch.setattr(vision, "_download", lambda *a: pytest.fail("tried to download"))
-    vision.load_mnist(root=str(tmp_path), download=True)
+    load_vision("mnist", root=str(tmp_path), download=True)
 
 
 def test_subset_and_seed(tmp_path):
     write_cifar10(tmp_path)
-    s = vision.load_cifar10(root=str(tmp_path), subset=9, seed=0)
+    s = load_vision("cifar10", root=str(tmp_path), subset=9, seed=0)
     assert s.sizes()["train"] == 9
     assert torch.bincount(s.train[1]).tolist() == [3, 3, 3]  # stratified subset
-    other = vision.load_cifar10(root=str(tmp_path), seed=5)
-    same = vision.load_cifar10(root=str(tmp_path), seed=0)
+    other = load_vision("cifar10", root=str(tmp_path), seed=5)
+    same = load_vision("cifar10", root=str(tmp_path), seed=0)
     assert not torch.equal(other.val[0], same.val[0])  # the seed picks the val images
+
+
+def test_unknown_name_is_one_line_listing_the_names(tmp_path):
+    with pytest.raises(DataError, match=re.escape("dataset.name='mnsit'")) as e:
+        load_vision("mnsit", root=str(tmp_path))
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.endswith("expected one of mnist, fashion_mnist, cifar10, cifar100, svhn")
 
 
 def test_bad_val_fraction(tmp_path):
     write_mnist(tmp_path)
     with pytest.raises(DataError, match="val_fraction"):
-        vision.load_mnist(root=str(tmp_path), val_fraction=1.0)
+        load_vision("mnist", root=str(tmp_path), val_fraction=1.0)
 
 
 # --------------------------------------------------------------------------------------

@@ -1,15 +1,21 @@
 """MNIST, Fashion-MNIST, CIFAR-10/100 and SVHN read from disk in torchvision's layout.
 
-We read the files ourselves instead of through torchvision's dataset classes because those
-re-check md5 sums on every start (slow, and they reject any file they did not write) and,
-for CIFAR, `pickle.load` the batches, which executes whatever a tampered file asks for.
-Here the CIFAR pickles go through an unpickler that can only rebuild numpy arrays.
+One loader, `load_vision(name, ...)`, serves them all; `SOURCES` maps each name
+(configs/dataset/<name>.yaml says `name: <name>`) to where its files live and how to read them.
 
-torchvision is still used for `download=true`: it knows the mirrors and checksums, and its
+The MNIST family's idx files are parsed by torchvision's own readers (`read_image_file`,
+`read_label_file`); a file present only as .gz is unpacked to a temporary file first, as
+those readers take a plain path. We still do not go through torchvision's dataset classes:
+CIFAR10/100 and SVHN re-check md5 sums on every start (slow, and they reject any file they
+did not write), CIFAR `pickle.load`s the batches, which executes whatever a tampered file
+asks for, and MNIST wants the unpacked files only. Here the CIFAR pickles go through an
+unpickler that can only rebuild numpy arrays, and SVHN's .mat files are read with scipy.
+
+torchvision is also used for `download=true`: it knows the mirrors and checksums, and its
 layout on disk is exactly the one we read, so a folder fetched by torchvision elsewhere
 works here too.
 
-Every loader returns float32 images in [0, 1] shaped (N, C, H, W), long labels, and a
+Every dataset comes as float32 images in [0, 1] shaped (N, C, H, W), long labels, and a
 validation split carved (stratified) from the official training split; the official
 test split stays the test split.
 """
@@ -19,7 +25,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
-import struct
+import tempfile
 import zlib
 from dataclasses import dataclass
 from functools import partial
@@ -104,7 +110,7 @@ def assemble_splits(
 
 
 # --------------------------------------------------------------------------------------
-# Common loader skeleton: locate files, maybe download, read, split
+# What every dataset shares: locating its files, downloading, splitting
 # --------------------------------------------------------------------------------------
 
 
@@ -148,32 +154,6 @@ def _missing_error(src: _Source, directory: str, filename: str) -> DataError:
     return DataError(
         f"{src.title} not found: expected {filename}{alt} in {directory}; {FIX_HINT}"
     )
-
-
-def _load(
-    src: _Source,
-    root: str,
-    download: bool,
-    val_fraction: float,
-    subset: Optional[int],
-    seed: int,
-) -> DataSplits:
-    check_fraction("val_fraction", val_fraction)
-    root = resolve_root(root)
-    directory = os.path.join(root, src.subdir) if src.subdir else root
-    missing = _first_missing(src, directory)
-    if missing is not None:
-        if not download:
-            raise _missing_error(src, directory, missing)
-        _download(src, root, directory)
-        missing = _first_missing(src, directory)
-        if missing is not None:
-            raise DataError(
-                f"{src.title} download finished but {missing} is still missing in "
-                f"{directory}; delete that directory and download again"
-            )
-    raw = src.read(directory)
-    return _split_official(src.name, raw, val_fraction, subset, seed)
 
 
 def _download(src: _Source, root: str, directory: str) -> None:
@@ -237,46 +217,59 @@ def _checked_labels(labels: np.ndarray, num_classes: int, path: str) -> np.ndarr
 
 
 # --------------------------------------------------------------------------------------
-# MNIST / Fashion-MNIST: idx files, optionally gzipped
+# MNIST / Fashion-MNIST: idx files, optionally gzipped, parsed by torchvision
 # --------------------------------------------------------------------------------------
 
-_IDX_UBYTE = 0x08
 
-
-def _read_bytes(path: str) -> bytearray:
-    """File contents (gunzipped when the name ends in .gz), as a writable buffer so numpy
-    arrays over it can become torch tensors without a copy or a read-only warning."""
-    opener = gzip.open if path.endswith(".gz") else open
+def _gunzip(path: str) -> bytes:
     try:
-        with opener(path, "rb") as f:
-            return bytearray(f.read())
+        with gzip.open(path, "rb") as f:
+            return f.read()
     except (OSError, EOFError, zlib.error) as err:  # bad gzip header, truncated stream
         raise _corrupt(path, one_line(err)) from None
 
 
-def _read_idx(path: str, ndim: int) -> np.ndarray:
-    """An idx file: 0x00 0x00, dtype code (0x08 = uint8), ndim, big-endian int32 dims, data."""
-    buf = _read_bytes(path)
-    header = 4 + 4 * ndim
-    if len(buf) < header or buf[0] != 0 or buf[1] != 0:
-        raise _corrupt(path, "not an idx file")
-    if buf[2] != _IDX_UBYTE or buf[3] != ndim:
-        got = f"type code {buf[2]:#x} with {buf[3]} dims"
-        raise _corrupt(path, f"expected uint8 data with {ndim} dims, got {got}")
-    dims = struct.unpack(f">{ndim}i", bytes(buf[4:header]))
-    count = int(np.prod(dims))
-    if len(buf) != header + count:
-        raise _corrupt(path, f"header says {count} data bytes, file has {len(buf) - header}")
-    return np.frombuffer(buf, dtype=np.uint8, count=count, offset=header).reshape(dims)
+def _read_idx(path: str, reader: Callable[[str], torch.Tensor]) -> np.ndarray:
+    """An idx file (plain or .gz) through torchvision's `reader`, errors as one DataError line."""
+    if not path.endswith(".gz"):
+        return _run_idx_reader(reader, path, path)
+    data = _gunzip(path)
+    with tempfile.TemporaryDirectory(prefix="pdl-idx-") as tmp:
+        plain = os.path.join(tmp, os.path.basename(path)[: -len(".gz")])
+        try:
+            with open(plain, "wb") as f:
+                f.write(data)
+        except OSError as err:
+            raise DataError(
+                f"could not unpack {path} into {tmp} ({one_line(err)}); "
+                f"free space there, set TMPDIR, or unpack the file next to it yourself"
+            ) from None
+        del data
+        return _run_idx_reader(reader, plain, path)
+
+
+def _run_idx_reader(
+    reader: Callable[[str], torch.Tensor], plain: str, shown: str
+) -> np.ndarray:
+    """reader(plain) as numpy; its failures name `shown`, the file the user has."""
+    try:
+        return reader(plain).numpy()
+    except AssertionError:  # torchvision asserts on a header that is not idx's
+        raise _corrupt(shown, "not an idx file") from None
+    except Exception as err:  # wrong dtype/dims (Type/ValueError), size mismatch (RuntimeError)
+        raise _corrupt(shown, one_line(err)) from None
 
 
 def _read_idx_pair(
     directory: str, prefix: str, num_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
+    # lazy: importing torchvision costs start-up time that only these datasets need
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
     image_path = _present(directory, f"{prefix}-images-idx3-ubyte", gz_ok=True)
     label_path = _present(directory, f"{prefix}-labels-idx1-ubyte", gz_ok=True)
-    images = _read_idx(image_path, ndim=3)
-    labels = _read_idx(label_path, ndim=1)
+    images = _read_idx(image_path, read_image_file)  # uint8 (N, H, W)
+    labels = _read_idx(label_path, read_label_file)  # int64 (N,)
     if len(images) != len(labels):
         raise _corrupt(label_path, f"{len(labels)} labels for {len(images)} images")
     images = images[:, None]  # (N, H, W) -> (N, 1, H, W)
@@ -432,120 +425,106 @@ def _read_svhn(directory: str) -> RawData:
 
 
 # --------------------------------------------------------------------------------------
-# The datasets
+# The datasets, and the one loader: locate the files, maybe download, read, split
 # --------------------------------------------------------------------------------------
 
 _DIGIT_NAMES = [str(i) for i in range(10)]
 
-_MNIST = _Source(
-    name="mnist",
-    title="MNIST",
-    subdir=os.path.join("MNIST", "raw"),
-    files=_IDX_FILES,
-    gz_ok=True,
-    read=partial(_read_mnist_like, class_names=_DIGIT_NAMES),
-    fetch=_torchvision_fetcher("MNIST", {"train": True}, {"train": False}),
-)
-_FASHION_MNIST = _Source(
-    name="fashion_mnist",
-    title="Fashion-MNIST",
-    subdir=os.path.join("FashionMNIST", "raw"),
-    files=_IDX_FILES,
-    gz_ok=True,
-    # The idx format has no class names; these are the dataset's published ones.
-    read=partial(_read_mnist_like, class_names=FASHION_MNIST_CLASSES),
-    fetch=_torchvision_fetcher("FashionMNIST", {"train": True}, {"train": False}),
-)
-_CIFAR10 = _Source(
-    name="cifar10",
-    title="CIFAR-10",
-    subdir="cifar-10-batches-py",
-    files=_CIFAR10_TRAIN + ("test_batch", "batches.meta"),
-    read=partial(
-        _read_cifar,
-        train_files=_CIFAR10_TRAIN,
-        test_file="test_batch",
-        meta_file="batches.meta",
-        label_key="labels",
-        names_key="label_names",
-    ),
-    fetch=_torchvision_fetcher("CIFAR10", {"train": True}, {"train": False}),
-)
-_CIFAR100 = _Source(
-    name="cifar100",
-    title="CIFAR-100",
-    subdir="cifar-100-python",
-    files=("train", "test", "meta"),
-    read=partial(
-        _read_cifar,
-        train_files=("train",),
-        test_file="test",
-        meta_file="meta",
-        label_key="fine_labels",
-        names_key="fine_label_names",
-    ),
-    fetch=_torchvision_fetcher("CIFAR100", {"train": True}, {"train": False}),
-)
-_SVHN = _Source(
-    name="svhn",
-    title="SVHN",
-    subdir="",  # torchvision puts the .mat files directly in root
-    files=("train_32x32.mat", "test_32x32.mat"),
-    read=_read_svhn,
-    fetch=_torchvision_fetcher("SVHN", {"split": "train"}, {"split": "test"}),
-)
+SOURCES: dict[str, _Source] = {
+    src.name: src
+    for src in (
+        _Source(
+            name="mnist",
+            title="MNIST",
+            subdir=os.path.join("MNIST", "raw"),
+            files=_IDX_FILES,
+            gz_ok=True,
+            read=partial(_read_mnist_like, class_names=_DIGIT_NAMES),
+            fetch=_torchvision_fetcher("MNIST", {"train": True}, {"train": False}),
+        ),
+        _Source(
+            name="fashion_mnist",
+            title="Fashion-MNIST",
+            subdir=os.path.join("FashionMNIST", "raw"),
+            files=_IDX_FILES,
+            gz_ok=True,
+            # The idx format has no class names; these are the dataset's published ones.
+            read=partial(_read_mnist_like, class_names=FASHION_MNIST_CLASSES),
+            fetch=_torchvision_fetcher("FashionMNIST", {"train": True}, {"train": False}),
+        ),
+        _Source(
+            name="cifar10",
+            title="CIFAR-10",
+            subdir="cifar-10-batches-py",
+            files=_CIFAR10_TRAIN + ("test_batch", "batches.meta"),
+            read=partial(
+                _read_cifar,
+                train_files=_CIFAR10_TRAIN,
+                test_file="test_batch",
+                meta_file="batches.meta",
+                label_key="labels",
+                names_key="label_names",
+            ),
+            fetch=_torchvision_fetcher("CIFAR10", {"train": True}, {"train": False}),
+        ),
+        _Source(
+            name="cifar100",
+            title="CIFAR-100",
+            subdir="cifar-100-python",  # fine labels (100 classes); coarse ones unused
+            files=("train", "test", "meta"),
+            read=partial(
+                _read_cifar,
+                train_files=("train",),
+                test_file="test",
+                meta_file="meta",
+                label_key="fine_labels",
+                names_key="fine_label_names",
+            ),
+            fetch=_torchvision_fetcher("CIFAR100", {"train": True}, {"train": False}),
+        ),
+        _Source(
+            name="svhn",
+            title="SVHN",
+            subdir="",  # torchvision puts the .mat files directly in root; no 'extra' split
+            files=("train_32x32.mat", "test_32x32.mat"),
+            read=_read_svhn,
+            fetch=_torchvision_fetcher("SVHN", {"split": "train"}, {"split": "test"}),
+        ),
+    )
+}
 
 
-def load_mnist(
+def load_vision(
+    name: str,
     root: str = "data",
     download: bool = False,
     val_fraction: float = 0.1,
     subset: Optional[int] = None,
     seed: int = 0,
 ) -> DataSplits:
-    """MNIST from root/MNIST/raw (idx files, plain or .gz): 1x28x28, 10 classes."""
-    return _load(_MNIST, root, download, val_fraction, subset, seed)
+    """The dataset `name` (a key of SOURCES) from its torchvision folder under root.
 
-
-def load_fashion_mnist(
-    root: str = "data",
-    download: bool = False,
-    val_fraction: float = 0.1,
-    subset: Optional[int] = None,
-    seed: int = 0,
-) -> DataSplits:
-    """Fashion-MNIST from root/FashionMNIST/raw (idx files, plain or .gz): 1x28x28, 10 classes."""
-    return _load(_FASHION_MNIST, root, download, val_fraction, subset, seed)
-
-
-def load_cifar10(
-    root: str = "data",
-    download: bool = False,
-    val_fraction: float = 0.1,
-    subset: Optional[int] = None,
-    seed: int = 0,
-) -> DataSplits:
-    """CIFAR-10 from root/cifar-10-batches-py: 3x32x32, 10 classes."""
-    return _load(_CIFAR10, root, download, val_fraction, subset, seed)
-
-
-def load_cifar100(
-    root: str = "data",
-    download: bool = False,
-    val_fraction: float = 0.1,
-    subset: Optional[int] = None,
-    seed: int = 0,
-) -> DataSplits:
-    """CIFAR-100 (fine labels) from root/cifar-100-python: 3x32x32, 100 classes."""
-    return _load(_CIFAR100, root, download, val_fraction, subset, seed)
-
-
-def load_svhn(
-    root: str = "data",
-    download: bool = False,
-    val_fraction: float = 0.1,
-    subset: Optional[int] = None,
-    seed: int = 0,
-) -> DataSplits:
-    """SVHN (cropped digits, no 'extra' split) from root/{train,test}_32x32.mat: 3x32x32."""
-    return _load(_SVHN, root, download, val_fraction, subset, seed)
+    mnist / fashion_mnist: root/{MNIST,FashionMNIST}/raw, idx files plain or .gz, 1x28x28.
+    cifar10 / cifar100: root/cifar-10-batches-py, root/cifar-100-python, 3x32x32.
+    svhn: root/{train,test}_32x32.mat (no 'extra' split), 3x32x32.
+    10 classes each, but cifar100: 100 (its fine labels).
+    """
+    src = SOURCES.get(name)
+    if src is None:
+        raise DataError(f"dataset.name={name!r}: expected one of {', '.join(SOURCES)}")
+    check_fraction("val_fraction", val_fraction)
+    root = resolve_root(root)
+    directory = os.path.join(root, src.subdir) if src.subdir else root
+    missing = _first_missing(src, directory)
+    if missing is not None:
+        if not download:
+            raise _missing_error(src, directory, missing)
+        _download(src, root, directory)
+        missing = _first_missing(src, directory)
+        if missing is not None:
+            raise DataError(
+                f"{src.title} download finished but {missing} is still missing in "
+                f"{directory}; delete that directory and download again"
+            )
+    raw = src.read(directory)
+    return _split_official(src.name, raw, val_fraction, subset, seed)
