@@ -20,8 +20,8 @@ if not _os.path.isdir(_os.path.join(_here, "configs")):
 
 
 def load_run(run_dir, checkpoint: str = "best.pt", device: str = "cpu"):
-    """See pdl_experiments.run.load_run (imported lazily: this package must import fast)."""
-    from .run import load_run as _load_run
+    """See pdl_experiments.loading.load_run (imported lazily: this package must import fast)."""
+    from .loading import load_run as _load_run
 
     return _load_run(run_dir, checkpoint, device)
 

@@ -88,7 +88,8 @@ def _hydra_main(cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from .run import run, save_json
+    from .outputs import save_json
+    from .run import run
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
@@ -121,6 +122,13 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("pdl-run: interrupted\n")
         sys.exit(130)
+    except SystemExit as e:
+        from .report import SweepFailed
+
+        if not isinstance(e, SweepFailed):
+            raise
+        sys.stderr.write(f"pdl-run: error: {e.code}\n")
+        sys.exit(1)
     except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
         if full:
             raise
@@ -134,9 +142,6 @@ def main() -> None:
         sys.exit(code)
     finally:
         gc.enable()
-    report = sys.modules.get("pdl_experiments.report")  # imported only if a sweep ran
-    if report is not None and report.LAST_SWEEP_FAILED:
-        sys.exit(1)
 
 
 _NOISE = re.compile(r"^\s*(full_key|reference_type|object_type|msg)\b.*$")
@@ -182,7 +187,7 @@ def eval_main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     try:
-        from .run import evaluate_run
+        from .loading import evaluate_run
 
         metrics = evaluate_run(args.run_dir, args.checkpoint, args.device)
     except Exception as e:  # noqa: BLE001

@@ -17,7 +17,14 @@ from hydra.experimental.callback import Callback
 
 log = logging.getLogger("pdl_experiments")
 
-LAST_SWEEP_FAILED = False
+
+
+class SweepFailed(SystemExit):
+    """Some jobs of a finished sweep failed (their reasons are in the summary).
+
+    A SystemExit, because Hydra turns an Exception raised in a callback into a warning: this
+    one passes through, and pdl-run prints it as its one-line error and exits 1.
+    """
 
 
 def find_runs(dirs: Iterable[str | Path]) -> list[Path]:
@@ -206,7 +213,6 @@ class SweepSummaryCallback(Callback):
     """Hydra callback: summarise every multirun when it ends."""
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        global LAST_SWEEP_FAILED
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
             rows = report([sweep_dir])
@@ -214,6 +220,5 @@ class SweepSummaryCallback(Callback):
             log.error("could not summarise sweep %s: %s", sweep_dir, e)
             return
         failed = [r for r in rows if r["status"] != "ok"]
-        LAST_SWEEP_FAILED = bool(failed)
         if failed:
-            log.error("%d of %d jobs failed (see summary.md)", len(failed), len(rows))
+            raise SweepFailed(f"{len(failed)} of {len(rows)} jobs failed (see {sweep_dir / 'summary.md'})")

@@ -82,9 +82,8 @@ def bench_overhead(device: str = "cpu", epochs: int = 20, repeats: int = 7) -> N
     import torch.nn.functional as F
 
     from pdl_experiments.data import TensorLoader
-    from pdl_experiments.run import RunContext
+    from pdl_experiments.context import RunContext
     from pdl_experiments.techniques.base import ClassificationTask, classification_metrics
-    from pdl_experiments.training import RunState
     from pdl_experiments.training.logger import RunLogger
 
     from hydra.utils import instantiate
@@ -98,7 +97,7 @@ def bench_overhead(device: str = "cpu", epochs: int = 20, repeats: int = 7) -> N
 
     def minimal() -> float:
         torch.manual_seed(0)
-        ctx = RunContext(cfg, Path(tempfile.mkdtemp()), data, dev, None, RunState())
+        ctx = RunContext(cfg, Path(tempfile.mkdtemp()), data, dev, None)
         model = ctx.build_model()
         opt = instantiate(cfg.optimizer)(model.parameters())
         x, y = data.train
@@ -130,7 +129,7 @@ def bench_overhead(device: str = "cpu", epochs: int = 20, repeats: int = 7) -> N
         torch.manual_seed(0)
         run_dir = Path(tempfile.mkdtemp())
         logger = RunLogger(run_dir)
-        ctx = RunContext(cfg, run_dir, data, dev, logger, RunState(technique="bn"))
+        ctx = RunContext(cfg, run_dir, data, dev, logger)
         task = ClassificationTask(ctx.build_model())
         t0 = time.perf_counter()
         ctx.fit(task)
@@ -249,20 +248,14 @@ def bench_pruning(repeats: int = 30) -> None:
         record(sec, f"pruned / dense batch {bs}", p / d, "x")
 
 
-TECHNIQUE_SMOKE = {
-    "bn": [],
-    "prune": ["trainer.max_epochs=3", "prune.finetune_epochs=1"],
-    "adv": ["trainer.max_epochs=3", "adv.eval_eps=[0.0,0.1]"],
-    "gan": ["trainer.max_epochs=2"],
-    "nas": ["nas.search_epochs=1", "nas.retrain_epochs=1"],
-    "attention": ["trainer.max_epochs=2"],
-}
 
 
 def bench_techniques(tmp: Path, full: bool) -> None:
+    from pdl_experiments.techniques import QUICK, TECHNIQUES
+
     sec = "6. techniques (" + ("full default runs" if full else "short runs: see overrides") + ")"
-    for name, short in TECHNIQUE_SMOKE.items():
-        extra = [] if full else short
+    for name in TECHNIQUES:
+        extra = [] if full else QUICK[name]
         run_dir = tmp / f"tech_{name}"
         wall, rss, err = child_peak_rss(PDL + [f"technique={name}", *extra, f"hydra.run.dir={run_dir}"], tmp)
         label = f"{name} {' '.join(extra)}".strip()

@@ -33,18 +33,14 @@ print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__, "|
       "| omegaconf", omegaconf.__version__)
 PY
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
-declare -A short=(
-  [bn]="trainer.max_epochs=1"
-  [prune]="trainer.max_epochs=1 prune.finetune_epochs=1 prune.level=filter"
-  [adv]="trainer.max_epochs=1"
-  [gan]="trainer.max_epochs=1 gan.classifier_epochs=2"
-  [nas]="nas.search_epochs=1 nas.retrain_epochs=1"
-  [attention]="trainer.max_epochs=1"
-)
 failed=0
-for t in bn prune adv gan nas attention; do
+# The registry (pdl_experiments.techniques): every technique, with its quick settings.
+mapfile -t quick < <(python3 -c "from pdl_experiments.techniques import QUICK, TECHNIQUES
+for t in TECHNIQUES: print(t, *QUICK[t])")
+for line in "${quick[@]}"; do
+  read -r t overrides <<< "$line"
   start=$(date +%s%N)
-  if python3 -m pdl_experiments.cli technique=$t trainer.device=cuda trainer.progress=none ${short[$t]} \
+  if python3 -m pdl_experiments.cli technique=$t trainer.device=cuda trainer.progress=none $overrides \
       "hydra.run.dir=$runs/$t" > "$runs/$t.log" 2>&1; then s=ok; else s=FAILED; failed=1; fi
   ms=$(( ($(date +%s%N) - start) / 1000000 ))
   printf '%-10s %-7s %5d.%01d s  %s\n' "$t" "$s" $((ms / 1000)) $((ms % 1000 / 100)) \

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 
 import pytest
 import torch
@@ -195,7 +194,7 @@ def test_length_sweep_preset_composes():
 # ---------------------------------------------------------------------------- runs
 def _argmax_offsets(run_dir) -> dict[str, torch.Tensor]:
     """Per attention map of a saved run: argmax input position minus the mirrored one."""
-    from pdl_experiments.run import load_run
+    from pdl_experiments.loading import load_run
 
     loaded = load_run(run_dir)
     model, x = loaded.model, loaded.data.test[0]
@@ -209,7 +208,7 @@ def _argmax_offsets(run_dir) -> dict[str, torch.Tensor]:
 def test_attention_learns_reverse_along_the_anti_diagonal(small_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from pdl_experiments.run import evaluate_run
+    from pdl_experiments.loading import evaluate_run
 
     metrics, run_dir = small_run([*QUICK, "model=seq2seq_attention", "dataset.length=6",
                                   "trainer.max_epochs=8"])
@@ -243,24 +242,3 @@ def test_transformer_attends_to_the_mirrored_position(small_run):
     assert max(hits.values()) > 0.8, hits
     assert metrics["test/attn_align"] == pytest.approx(max(hits.values()), abs=0.05)
 
-
-def test_interrupted_run_resumes_to_the_same_result(small_run, tmp_path, monkeypatch):
-    from pdl_experiments.techniques import attention
-    from pdl_experiments.training.trainer import Interrupted
-
-    args = [*QUICK, "model=seq2seq", "model.hidden=32", "trainer.max_epochs=3",
-            "dataset.n_train=400"]
-    whole, _ = small_run(args, name="whole")
-
-    def stop_after_first_epoch(self, trainer, epoch):
-        if epoch == 1:
-            trainer.state.stop_signal = signal.SIGTERM  # what the SIGTERM handler sets
-        return {}
-
-    with monkeypatch.context() as m:
-        m.setattr(attention.Seq2SeqTask, "on_epoch_end", stop_after_first_epoch)
-        with pytest.raises(Interrupted):
-            small_run(args, name="cut")
-    resumed, _ = small_run([*args, f"trainer.resume={tmp_path / 'cut'}"], name="resumed")
-    for key in ("val/token_acc", "test/token_acc", "test/seq_acc", "test/loss"):
-        assert resumed[key] == pytest.approx(whole[key], abs=1e-6), key

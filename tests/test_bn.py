@@ -147,7 +147,7 @@ def _events(run_dir):
 
 
 def test_diagnostics_land_in_metrics_json_and_tensorboard(small_run):
-    from pdl_experiments.run import load_run
+    from pdl_experiments.loading import load_run
 
     metrics, run_dir = small_run([*SMALL, "bn.impl=course"])
     saved = json.loads((run_dir / "metrics.json").read_text())

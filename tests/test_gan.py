@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 
 import pytest
 import torch
@@ -118,7 +117,7 @@ def test_tiny_run_outputs_scores_and_reloads(tmp_path, cache):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from pdl_experiments import load_run
-    from pdl_experiments.run import evaluate_run
+    from pdl_experiments.loading import evaluate_run
     from pdl_experiments.techniques.gan import GanTask
 
     metrics, run_dir = run_small(tmp_path, tiny(cache), name="first")
@@ -168,41 +167,3 @@ def test_dcgan_with_minimax_loss_runs(tmp_path, cache):
     assert ckpt["task"]["gan.generator.net.0.weight"].dim() == 4  # a transposed conv: the conv G
 
 
-# ---------------------------------------------------------------- resume
-def _stop_at(monkeypatch, cls, step: int):
-    """Ask the trainer to stop (as SIGTERM would) after `step` steps of `cls`."""
-    original = cls.training_step
-
-    def step_then_maybe_stop(self, batch, trainer):
-        out = original(self, batch, trainer)
-        if trainer.global_step + 1 == step:
-            trainer.state.stop_signal = signal.SIGTERM
-        return out
-
-    monkeypatch.setattr(cls, "training_step", step_then_maybe_stop)
-
-
-@pytest.mark.parametrize("phase", ["gan", "classifier"])
-def test_interrupt_and_resume_matches_uninterrupted(tmp_path, monkeypatch, phase):
-    from pdl_experiments.techniques.gan import GanTask, JudgeTask
-    from pdl_experiments.training import Interrupted
-
-    cache = tmp_path / "cache"  # fresh: the judge trains in the classifier phase
-    base, _ = run_small(tmp_path, tiny(cache), name="clean")
-
-    if phase == "classifier":
-        cache = tmp_path / "cache2"  # the interrupted run must train its judge too
-        _stop_at(monkeypatch, JudgeTask, 7)  # epoch 2, batch 2 of the judge
-    else:
-        _stop_at(monkeypatch, GanTask, 13)  # GAN epoch 2, batch 3
-    with pytest.raises(Interrupted):
-        run_small(tmp_path, tiny(cache), name="cut")
-    monkeypatch.undo()
-    ckpt = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["phase"] == phase and not ckpt["phase_complete"]
-
-    resumed, run_dir = run_small(tmp_path, tiny(cache, f"trainer.resume={tmp_path / 'cut'}"),
-                                 name="resumed")
-    assert final(resumed) == final(base)
-    assert torch.equal(torch.load(run_dir / "samples.pt", weights_only=True),
-                       torch.load(tmp_path / "clean" / "samples.pt", weights_only=True))

@@ -42,7 +42,7 @@ def _weights(model: nn.Module):
 
 
 def test_bits_pack_and_unpack_exactly():
-    from pdl_experiments.techniques.prune import pack_bits, unpack_bits
+    from pdl_experiments.models.sparse import pack_bits, unpack_bits
 
     for shape in [(1,), (7,), (8,), (3, 5, 3, 3), (10, 13)]:
         mask = torch.rand(shape) > 0.6
@@ -71,7 +71,7 @@ def test_weight_level_masks_hold_and_checkpoint_is_compact(clean):
     assert zeros / sum(w.numel() for _, w in weights) >= 0.9
     for name, w in weights:
         assert float((w == 0).float().mean()) == pytest.approx(metrics[f"prune/sparsity/{name}"], abs=1e-6)
-    from pdl_experiments.run import evaluate_run
+    from pdl_experiments.loading import evaluate_run
 
     assert evaluate_run(run_dir)["test/acc"] == pytest.approx(metrics["test/acc"])
 
@@ -94,7 +94,7 @@ def test_filter_level_removes_channels_and_reloads(tmp_path, model, criterion):
     dense = build_model(loaded.cfg.model, loaded.data.info, BatchNormSpec())
     convs = lambda m: [c for c in m.modules() if isinstance(c, nn.Conv2d)]  # noqa: E731
     assert [c.out_channels for c in convs(loaded.model)] == [c.out_channels // 2 for c in convs(dense)]
-    from pdl_experiments.run import evaluate_run
+    from pdl_experiments.loading import evaluate_run
 
     assert evaluate_run(run_dir)["test/acc"] == pytest.approx(metrics["test/acc"])
 
@@ -112,7 +112,7 @@ def test_layer_level_drops_a_block_and_beats_random(clean):
     assert set(scores) == {0, 1, 3, 5}  # the blocks with an identity shortcut
     assert scores[identities[0]] == max(scores.values())  # the criterion's choice
     assert "prune/acc_random_block" in metrics
-    from pdl_experiments.run import evaluate_run
+    from pdl_experiments.loading import evaluate_run
 
     assert evaluate_run(run_dir)["test/acc"] == pytest.approx(metrics["test/acc"])
 
@@ -177,7 +177,8 @@ def test_iterations_and_from_run(tmp_path):
     assert metrics["prune/acc_before"] == source["test/acc"]  # no training of its own
     assert metrics["prune/ckpt_bytes_before"] == (source_dir / "checkpoints" / "best.pt").stat().st_size
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["phases_done"] == ["finetune1", "finetune2"]
+    # The dense model came from the source run: the train phase only measured it.
+    assert ckpt["phases_done"] == ["train", "finetune1"] and ckpt["phase"] == "finetune2"
     # Two rounds of 50% of what is left: 75% in all.
     assert metrics["prune/sparsity"] == pytest.approx(0.75, abs=0.01)
     assert "prune/acc_pruned_round1" in metrics and "prune/acc_pruned_round2" in metrics
@@ -221,7 +222,7 @@ def test_bn_scales_pair_every_conv_with_its_norm():
     from hydra.utils import instantiate
 
     from pdl_experiments.models import BatchNormSpec, build_model
-    from pdl_experiments.techniques.prune import bn_scales
+    from pdl_experiments.techniques.importance import bn_scales
 
     cfg = compose(["model=resnet", "model.width=8"])
     data = instantiate(cfg.dataset, _convert_="all")

@@ -1,6 +1,6 @@
 """Datasets as in-memory tensors, split into train/val/test, batched without per-sample work.
 
-Every loader (`digits.load_digits`, `vision.load_mnist`, ...) returns a `DataSplits`; the
+Every loader (`digits.load_digits`, `vision.load_vision`, ...) returns a `DataSplits`; the
 config's `dataset._target_` names the loader, so a user's own loader plugs in the same way.
 """
 
@@ -103,18 +103,15 @@ class TensorLoader:
         shuffle: bool = False,
         generator: Optional[torch.Generator] = None,
         transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-        drop_last: bool = False,
     ):
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator
         self.transform = transform
-        self.drop_last = drop_last
 
     def __len__(self) -> int:
-        n = len(self.y)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return -(-len(self.y) // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.iter_from(0)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..data import DataInfo
-from .common import Normalize, conv_bn_relu
+from .common import classifier_head, conv_bn_relu, image_input
 from .norm import BatchNormSpec
 
 
@@ -25,8 +25,7 @@ class SmallCNN(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        self.normalize = Normalize(info.mean, info.std)
-        c, size = info.in_shape[0], info.in_shape[1]
+        self.normalize, c, size = image_input(info)
         layers: list[nn.Module] = []
         for width in channels:
             layers.append(conv_bn_relu(c, width, norm))
@@ -36,11 +35,7 @@ class SmallCNN(nn.Module):
             c = width
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        head: list[nn.Module] = [nn.Flatten(), nn.Linear(c, hidden), nn.ReLU(inplace=True)]
-        if dropout:
-            head.append(nn.Dropout(dropout))
-        head.append(nn.Linear(hidden, info.num_classes))
-        self.classifier = nn.Sequential(*head)
+        self.classifier = classifier_head(c, hidden, info.num_classes, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, classes)
         return self.classifier(self.pool(self.features(self.normalize(x))))

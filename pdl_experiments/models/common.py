@@ -24,6 +24,20 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+def image_input(info) -> tuple[Normalize, int, int]:
+    """A conv net's first layer (normalisation) and its input's channels and side length."""
+    return Normalize(info.mean, info.std), info.in_shape[0], info.in_shape[1]
+
+
+def classifier_head(c: int, hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
+    """Pooled features (B, c, 1, 1) -> flatten -> hidden -> ReLU [-> dropout] -> class logits."""
+    head: list[nn.Module] = [nn.Flatten(), nn.Linear(c, hidden), nn.ReLU(inplace=True)]
+    if dropout:
+        head.append(nn.Dropout(dropout))
+    head.append(nn.Linear(hidden, num_classes))
+    return nn.Sequential(*head)
+
+
 def conv_bn_relu(c_in: int, c_out: int, norm: BatchNormSpec, k: int = 3, stride: int = 1):
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, bias=norm.bias),
@@ -34,3 +48,8 @@ def conv_bn_relu(c_in: int, c_out: int, norm: BatchNormSpec, k: int = 3, stride:
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Conv and linear layers in registration order: what pruning masks and BN diagnostics watch."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]

@@ -69,6 +69,11 @@ class BatchNormSpec:
     momentum: float = 0.1
     eps: float = 1e-5
 
+    @classmethod
+    def from_config(cls, bn) -> "BatchNormSpec":
+        """From a run's `bn` section (BNConfig)."""
+        return cls(bool(bn.enabled), str(bn.impl), float(bn.momentum), float(bn.eps))
+
     def __call__(self, num_features: int, dims: int = 2) -> nn.Module:
         if not self.enabled:
             return nn.Identity()

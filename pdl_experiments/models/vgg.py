@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..data import DataInfo
-from .common import Normalize, conv_bn_relu
+from .common import classifier_head, conv_bn_relu, image_input
 from .norm import BatchNormSpec
 
 
@@ -22,8 +22,7 @@ class VGG(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        self.normalize = Normalize(info.mean, info.std)
-        c, size = info.in_shape[0], info.in_shape[1]
+        self.normalize, c, size = image_input(info)
         layers: list[nn.Module] = []
         for item in layout:
             if item == "M":
@@ -35,11 +34,7 @@ class VGG(nn.Module):
             c = int(item)
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        head: list[nn.Module] = [nn.Flatten(), nn.Linear(c, hidden), nn.ReLU(inplace=True)]
-        if dropout:
-            head.append(nn.Dropout(dropout))
-        head.append(nn.Linear(hidden, info.num_classes))
-        self.classifier = nn.Sequential(*head)
+        self.classifier = classifier_head(c, hidden, info.num_classes, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.features(self.normalize(x))))

@@ -39,6 +39,118 @@ log = logging.getLogger("pdl_experiments")
 ATTACK_SEED_OFFSET = 4242  # PGD's random starts in evaluation: fixed, off the global RNG
 
 
+def run(ctx) -> dict[str, float]:
+    cfg = ctx.cfg.adv
+    surrogate_name = check(ctx)
+    eps_list = sorted({float(e) for e in cfg.eval_eps} | {float(cfg.epsilon)})
+    target_split, holdout = _split(ctx)
+    metrics: dict[str, float] = {}
+
+    # 1. Baseline: a standard model, trained and attacked, to compare the defence with.
+    baseline: Optional[dict] = None
+    if cfg.train and cfg.baseline:
+        ph = ctx.phase("baseline")
+        if not ph.done:
+            model = ctx.build_model()
+            task = ClassificationTask(model)
+            ctx.fit(task, phase=ph.name, train=ctx.train_loader(target_split))
+            log.info("white-box attacks on the standard (baseline) model")
+            ph.finish(clean_acc=ctx.evaluate(task, "test")["test/acc"],
+                      **whitebox(model, ctx.data.test, eps_list, cfg, _eval_bs(ctx), ctx.cfg.seed))
+        baseline = dict(ph.record)
+        metrics.update({f"adv/baseline/{k}": v for k, v in baseline.items()})
+
+    # 2. The target: standard training, or the course's defence loop.
+    target = ctx.build_model()
+    if cfg.train:
+        task = AdversarialTask(target, _spec(cfg, str(cfg.attack), cfg.epsilon), float(cfg.mix),
+                               int(ctx.cfg.seed) + ATTACK_SEED_OFFSET)
+    else:
+        task = ClassificationTask(target)
+    ph = ctx.phase("train")
+    if ph.done:
+        target.load_state_dict(ph.record["weights"])
+    else:
+        ctx.fit(task, phase=ph.name, train=ctx.train_loader(target_split))
+        # The attacked network, for the surrogate phase of a resumed run.
+        ph.finish(weights={k: v.detach().clone() for k, v in target.state_dict().items()})
+    metrics.update(ctx.classification_metrics(task, target))
+
+    # 3. White-box attacks on the test split.
+    log.info("white-box attacks on the %s model", "adversarially trained" if cfg.train else "standard")
+    wb = whitebox(target, ctx.data.test, eps_list, cfg, _eval_bs(ctx), ctx.cfg.seed)
+    metrics.update({f"adv/{k}": v for k, v in wb.items()})
+    if baseline is not None:
+        for name in ATTACKS:
+            metrics[f"adv/robust_gain/{name}"] = wb[f"robust_acc/{name}"] - baseline[f"robust_acc/{name}"]
+        metrics["adv/clean_drop"] = baseline["clean_acc"] - metrics["test/acc"]
+
+    # 4. Black-box transfer through the attacker's own surrogate.
+    success = None
+    if cfg.blackbox:
+        success = blackbox(ctx, target, holdout, surrogate_name, eps_list)
+        metrics.update(success)
+
+    _log_pictures(ctx, target, wb, baseline, success, eps_list)
+    return metrics
+
+
+def whitebox(model: nn.Module, split, eps_list: list[float], cfg, batch_size: int,
+             seed: int) -> dict[str, float]:
+    """Test accuracy under each attack for each eps: acc/<attack>@<eps>, robust_acc/<attack>."""
+    x, y = split
+    out: dict[str, float] = {}
+    for name in ATTACKS:
+        accs = []
+        for eps in eps_list:
+            preds = attacked_predictions(model, x, y, _spec(cfg, name, eps), batch_size,
+                                         _generator(int(seed) + ATTACK_SEED_OFFSET, x.device))
+            accs.append((preds == y).float().mean().item())
+            out[f"acc/{name}@{eps:g}"] = accs[-1]
+        out[f"robust_acc/{name}"] = out[f"acc/{name}@{float(cfg.epsilon):g}"]
+        log.info("  %-4s  %s", name, "  ".join(f"eps={e:g}: {a:.3f}" for e, a in zip(eps_list, accs)))
+    return out
+
+
+def blackbox(ctx, target: nn.Module, holdout, surrogate_name: str,
+             eps_list: list[float]) -> dict[str, float]:
+    """Train a surrogate on the attacker's data, transfer its adversarial examples to the target."""
+    from ..models import IMAGE_MODELS
+
+    cfg = ctx.cfg.adv
+    queries = str(cfg.surrogate_data) == "queries"
+    x_h, y_h = holdout
+    x_v, y_v = ctx.data.val
+    if queries:
+        # The "call its API" route: the attacker owns images, the target labels them.
+        y_h, y_v = predict(target, x_h), predict(target, x_v)
+    surrogate = ctx.build_model({"_target_": IMAGE_MODELS[surrogate_name]})
+    task = SurrogateTask(target, surrogate)
+    ctx.fit(task, phase="surrogate", train=ctx.train_loader((x_h, y_h), seed_offset=1),
+            val=(x_v, y_v), max_epochs=int(cfg.surrogate_epochs))
+
+    x, y = ctx.data.test
+    clean_ok = predict(target, x) == y  # (N,) success counts among these only
+    s_preds = predict(surrogate, x)
+    out = {"adv/surrogate/test_acc": (s_preds == y).float().mean().item(),
+           "adv/surrogate/agreement": (s_preds == predict(target, x)).float().mean().item(),
+           "adv/surrogate/train_size": float(len(y_h))}
+    if queries:
+        out["adv/surrogate/queries"] = float(len(y_h) + len(y_v))
+    bs, name, seed = _eval_bs(ctx), str(cfg.attack), int(ctx.cfg.seed) + ATTACK_SEED_OFFSET
+    log.info("black-box transfer: %s crafted on a %s surrogate, evaluated on the target", name, surrogate_name)
+    for eps in (e for e in eps_list if e > 0):
+        spec = _spec(cfg, name, eps)
+        white = attacked_predictions(target, x, y, spec, bs, _generator(seed, x.device))
+        transfer = attacked_predictions(target, x, y, spec, bs, _generator(seed, x.device),
+                                        source=surrogate)
+        out[f"adv/whitebox_success@{eps:g}"] = _success(white, y, clean_ok)
+        out[f"adv/transfer_success@{eps:g}"] = _success(transfer, y, clean_ok)
+        log.info("  eps=%g  white-box success %.3f  transfer success %.3f", eps,
+                 out[f"adv/whitebox_success@{eps:g}"], out[f"adv/transfer_success@{eps:g}"])
+    return out
+
+
 # ----------------------------------------------------------------------------- tasks
 class AdversarialTask(ClassificationTask):
     """The course's defence: learn from the adversarial examples of the current model."""
@@ -107,116 +219,6 @@ class SurrogateTask(Task):
         return classification_metrics(self.surrogate, loader)
 
 
-# ----------------------------------------------------------------------------- run
-def run(ctx) -> dict[str, float]:
-    cfg = ctx.cfg.adv
-    surrogate_name = _check(ctx)
-    eps_list = sorted({float(e) for e in cfg.eval_eps} | {float(cfg.epsilon)})
-    # A resumed run skips the phases its checkpoint had already finished.
-    resumed = ctx.state.resume_phase
-    finished = set(ctx.state.phases_done) - {resumed} if resumed else set()
-
-    target_split, holdout = _split(ctx)
-    metrics: dict[str, float] = {}
-    baseline: Optional[dict] = None
-    if cfg.train and cfg.baseline:
-        if "baseline" in finished:
-            baseline = dict(ctx.state.extra["adv_baseline"])
-        else:
-            model = ctx.build_model()
-            task = ClassificationTask(model)
-            ctx.fit(task, phase="baseline", train=ctx.train_loader(target_split))
-            log.info("white-box attacks on the standard (baseline) model")
-            baseline = {"clean_acc": ctx.evaluate(task, "test")["test/acc"],
-                        **whitebox(model, ctx.data.test, eps_list, cfg, _eval_bs(ctx), ctx.cfg.seed)}
-            ctx.state.extra["adv_baseline"] = baseline  # saved with every later checkpoint
-        metrics.update({f"adv/baseline/{k}": v for k, v in baseline.items()})
-
-    target = ctx.build_model()
-    if cfg.train:
-        task = AdversarialTask(target, _spec(cfg, str(cfg.attack), cfg.epsilon), float(cfg.mix),
-                               int(ctx.cfg.seed) + ATTACK_SEED_OFFSET)
-    else:
-        task = ClassificationTask(target)
-    if "train" in finished:
-        _load_prefixed(target, ctx.state.resume["task"], "model.")
-    else:
-        ctx.fit(task, phase="train", train=ctx.train_loader(target_split))
-    metrics.update(ctx.classification_metrics(task, target))
-
-    log.info("white-box attacks on the %s model", "adversarially trained" if cfg.train else "standard")
-    wb = whitebox(target, ctx.data.test, eps_list, cfg, _eval_bs(ctx), ctx.cfg.seed)
-    metrics.update({f"adv/{k}": v for k, v in wb.items()})
-    if baseline is not None:
-        for name in ATTACKS:
-            metrics[f"adv/robust_gain/{name}"] = wb[f"robust_acc/{name}"] - baseline[f"robust_acc/{name}"]
-        metrics["adv/clean_drop"] = baseline["clean_acc"] - metrics["test/acc"]
-
-    success = None
-    if cfg.blackbox:
-        success = blackbox(ctx, target, holdout, surrogate_name, eps_list)
-        metrics.update(success)
-
-    _log_pictures(ctx, target, wb, baseline, success, eps_list)
-    return metrics
-
-
-def whitebox(model: nn.Module, split, eps_list: list[float], cfg, batch_size: int,
-             seed: int) -> dict[str, float]:
-    """Test accuracy under each attack for each eps: acc/<attack>@<eps>, robust_acc/<attack>."""
-    x, y = split
-    out: dict[str, float] = {}
-    for name in ATTACKS:
-        accs = []
-        for eps in eps_list:
-            preds = attacked_predictions(model, x, y, _spec(cfg, name, eps), batch_size,
-                                         _generator(int(seed) + ATTACK_SEED_OFFSET, x.device))
-            accs.append((preds == y).float().mean().item())
-            out[f"acc/{name}@{eps:g}"] = accs[-1]
-        out[f"robust_acc/{name}"] = out[f"acc/{name}@{float(cfg.epsilon):g}"]
-        log.info("  %-4s  %s", name, "  ".join(f"eps={e:g}: {a:.3f}" for e, a in zip(eps_list, accs)))
-    return out
-
-
-def blackbox(ctx, target: nn.Module, holdout, surrogate_name: str,
-             eps_list: list[float]) -> dict[str, float]:
-    """Train a surrogate on the attacker's data, transfer its adversarial examples to the target."""
-    from ..models import IMAGE_MODELS
-
-    cfg = ctx.cfg.adv
-    queries = str(cfg.surrogate_data) == "queries"
-    x_h, y_h = holdout
-    x_v, y_v = ctx.data.val
-    if queries:
-        # The "call its API" route: the attacker owns images, the target labels them.
-        y_h, y_v = predict(target, x_h), predict(target, x_v)
-    surrogate = ctx.build_model({"_target_": IMAGE_MODELS[surrogate_name]})
-    task = SurrogateTask(target, surrogate)
-    ctx.fit(task, phase="surrogate", train=ctx.train_loader((x_h, y_h), seed_offset=1),
-            val=(x_v, y_v), max_epochs=int(cfg.surrogate_epochs))
-
-    x, y = ctx.data.test
-    clean_ok = predict(target, x) == y  # (N,) success counts among these only
-    s_preds = predict(surrogate, x)
-    out = {"adv/surrogate/test_acc": (s_preds == y).float().mean().item(),
-           "adv/surrogate/agreement": (s_preds == predict(target, x)).float().mean().item(),
-           "adv/surrogate/train_size": float(len(y_h))}
-    if queries:
-        out["adv/surrogate/queries"] = float(len(y_h) + len(y_v))
-    bs, name, seed = _eval_bs(ctx), str(cfg.attack), int(ctx.cfg.seed) + ATTACK_SEED_OFFSET
-    log.info("black-box transfer: %s crafted on a %s surrogate, evaluated on the target", name, surrogate_name)
-    for eps in (e for e in eps_list if e > 0):
-        spec = _spec(cfg, name, eps)
-        white = attacked_predictions(target, x, y, spec, bs, _generator(seed, x.device))
-        transfer = attacked_predictions(target, x, y, spec, bs, _generator(seed, x.device),
-                                        source=surrogate)
-        out[f"adv/whitebox_success@{eps:g}"] = _success(white, y, clean_ok)
-        out[f"adv/transfer_success@{eps:g}"] = _success(transfer, y, clean_ok)
-        log.info("  eps=%g  white-box success %.3f  transfer success %.3f", eps,
-                 out[f"adv/whitebox_success@{eps:g}"], out[f"adv/transfer_success@{eps:g}"])
-    return out
-
-
 # ----------------------------------------------------------------------------- pdl-eval
 def evaluate_model(model: nn.Module, data, cfg) -> dict[str, float]:
     """pdl-eval: clean test accuracy and the white-box curves of a saved run's model."""
@@ -229,7 +231,7 @@ def evaluate_model(model: nn.Module, data, cfg) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _check(ctx) -> str:
+def check(ctx) -> str:
     """Fail before any training on what the config types cannot catch; the surrogate's name."""
     from ..models import IMAGE_MODELS
 
@@ -276,10 +278,6 @@ def _eval_bs(ctx) -> int:
 
 def _success(preds: torch.Tensor, y: torch.Tensor, clean_ok: torch.Tensor) -> float:
     return ((preds != y) & clean_ok).float().sum().item() / max(int(clean_ok.sum()), 1)
-
-
-def _load_prefixed(model: nn.Module, state: dict, prefix: str) -> None:
-    model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
 
 # ----------------------------------------------------------------------------- pictures

@@ -32,6 +32,49 @@ from .base import Task
 log = logging.getLogger("pdl_experiments")
 
 
+# ----------------------------------------------------------------------------- the recipe
+def run(ctx) -> dict[str, float]:
+    check(ctx)
+    cfg, info = ctx.cfg, ctx.data.info
+    task_name = info.extra["task"]
+    model: Seq2SeqModel = ctx.build_model()
+    task = Seq2SeqTask(model)
+    ctx.fit(task)  # teacher forcing; ends on the weights with the best val/token_acc
+
+    model.eval()
+    metrics = {f"val/{k}": v for k, v in task.evaluate(ctx.loader("val")).items()}
+    scores = decode_scores(model, ctx.loader("test"))
+    metrics.update({f"test/{k}": v for k, v in scores.summary().items()})
+    acc = scores.position_acc()  # (T,)
+    half = len(acc) // 2
+    # The two halves of the *output*; on reverse the second half comes from the input's start.
+    metrics["test/token_acc_first_half"] = float(acc[:half].mean())
+    metrics["test/token_acc_second_half"] = float(acc[half:].mean())
+    metrics["params"] = count_params(model)
+    metrics["train/time_s"] = ctx.train_time_s
+
+    x_test, y_test = ctx.data.test
+    pred = torch.cat(scores.preds)
+    title = f"{_describe(model)} on {task_name}, L={info.in_shape[0]}"
+    if model.has_attention:
+        maps, align = attention_alignment(model, x_test, pred, task_name)
+        metrics.update({f"test/attn_align/{name}": value for name, value in align.items()})
+        metrics.update(_headline_alignment(align))
+    if ctx.logger is not None:
+        # Accuracy by position as a line (step = position) and as a figure.
+        for t, a in enumerate(acc.tolist()):
+            ctx.logger.scalars({"test/position_acc": a}, t)
+        ctx.logger.figure("attention/position_acc", position_figure(acc, task_name, title))
+        n = min(int(cfg.attention.heatmaps), len(x_test))
+        if model.has_attention and n > 0:
+            fig = heatmap_figure(maps, x_test, pred, y_test, n, model.pad, task_name, title)
+            ctx.logger.figure("attention/heatmaps", fig)
+    log.info("test token_acc=%.4f seq_acc=%.4f (first half of outputs %.3f, second half %.3f)",
+             metrics["test/token_acc"], metrics["test/seq_acc"],
+             metrics["test/token_acc_first_half"], metrics["test/token_acc_second_half"])
+    return metrics
+
+
 class Seq2SeqTask(Task):
     """Cross-entropy over target tokens (padding ignored), decoder fed the true prefix."""
 
@@ -189,7 +232,7 @@ def heatmap_figure(maps: dict[str, torch.Tensor], x: torch.Tensor, pred: torch.T
 
 
 # ----------------------------------------------------------------------------- the run
-def _check(ctx) -> None:
+def check(ctx) -> None:
     from hydra.utils import get_class
 
     if ctx.data.info.kind != "sequence":
@@ -224,44 +267,3 @@ def evaluate_model(model: Seq2SeqModel, data: DataSplits, cfg) -> dict[str, floa
         metrics.update(_headline_alignment(align))
     return metrics
 
-
-def run(ctx) -> dict[str, float]:
-    _check(ctx)
-    cfg, info = ctx.cfg, ctx.data.info
-    task_name = info.extra["task"]
-    model: Seq2SeqModel = ctx.build_model()
-    task = Seq2SeqTask(model)
-    ctx.fit(task)  # teacher forcing; ends on the weights with the best val/token_acc
-
-    model.eval()
-    metrics = {f"val/{k}": v for k, v in task.evaluate(ctx.loader("val")).items()}
-    scores = decode_scores(model, ctx.loader("test"))
-    metrics.update({f"test/{k}": v for k, v in scores.summary().items()})
-    acc = scores.position_acc()  # (T,)
-    half = len(acc) // 2
-    # The two halves of the *output*; on reverse the second half comes from the input's start.
-    metrics["test/token_acc_first_half"] = float(acc[:half].mean())
-    metrics["test/token_acc_second_half"] = float(acc[half:].mean())
-    metrics["params"] = count_params(model)
-    metrics["train/time_s"] = ctx.train_time_s
-
-    x_test, y_test = ctx.data.test
-    pred = torch.cat(scores.preds)
-    title = f"{_describe(model)} on {task_name}, L={info.in_shape[0]}"
-    if model.has_attention:
-        maps, align = attention_alignment(model, x_test, pred, task_name)
-        metrics.update({f"test/attn_align/{name}": value for name, value in align.items()})
-        metrics.update(_headline_alignment(align))
-    if ctx.logger is not None:
-        # Accuracy by position as a line (step = position) and as a figure.
-        for t, a in enumerate(acc.tolist()):
-            ctx.logger.scalars({"test/position_acc": a}, t)
-        ctx.logger.figure("attention/position_acc", position_figure(acc, task_name, title))
-        n = min(int(cfg.attention.heatmaps), len(x_test))
-        if model.has_attention and n > 0:
-            fig = heatmap_figure(maps, x_test, pred, y_test, n, model.pad, task_name, title)
-            ctx.logger.figure("attention/heatmaps", fig)
-    log.info("test token_acc=%.4f seq_acc=%.4f (first half of outputs %.3f, second half %.3f)",
-             metrics["test/token_acc"], metrics["test/seq_acc"],
-             metrics["test/token_acc_first_half"], metrics["test/token_acc_second_half"])
-    return metrics

@@ -33,6 +33,13 @@ class Task(nn.Module):
         """Extra scalars to log at the end of an epoch (keys carry their own prefix)."""
         return {}
 
+    def restore_architecture(self, state_dict: dict) -> None:
+        """Make this task's modules match `state_dict`'s architecture before it is loaded.
+
+        A no-op for tasks whose architecture never changes; pruning overrides it (its
+        checkpoints hold fewer channels, removed blocks, packed weight masks).
+        """
+
 
 class ClassificationTask(Task):
     """Cross-entropy on (x, y) batches; the task every image technique starts from."""

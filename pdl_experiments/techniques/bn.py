@@ -26,14 +26,39 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import ConfigError
+from ..models.common import weight_layers
 from .base import ClassificationTask
 
 HIST_MAX_VALUES = 4096  # histograms of a strided subset: the full tensors cost ~50x more
 
 
-def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Conv and linear layers in registration order (their grads tell where the signal dies)."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+# ----------------------------------------------------------------------------- the recipe
+def run(ctx) -> dict[str, float]:
+    check(ctx)
+    bn = ctx.cfg.bn
+    model = ctx.build_model()
+    x, y = ctx.data.train
+    g = torch.Generator().manual_seed(int(ctx.cfg.seed))
+    idx = torch.randperm(len(y), generator=g)[: min(int(bn.probe_size), len(y))].to(y.device)
+    task = BNDiagnosticsTask(model, (x[idx], y[idx]), enabled=bool(bn.diagnostics))
+    ctx.fit(task)
+    metrics = ctx.classification_metrics(task, model)
+    if task.enabled:
+        stats = measure(model, *task.probe)  # on the best weights, which fit() ended on
+        metrics.update({k: v for k, v in summarize(stats).items() if k in FINAL_KEYS})
+        if ctx.logger is not None:
+            state = f"BN {bn.impl}" if bn.enabled else "no BN"
+            title = (f"{state}: gradient norm per layer (best weights), "
+                     f"first/last = {metrics['bn/grad_ratio_first_last']:.1e}")
+            ctx.logger.figure("bn/gradient_flow", gradient_figure(stats, title), task.step)
+    return metrics
+
+
+def check(ctx) -> None:
+    if ctx.data.info.kind != "image":
+        raise ConfigError(f"technique=bn trains image classifiers; dataset {ctx.data.info.name} is "
+                          f"{ctx.data.info.kind} data: use dataset=digits|mnist|cifar10|... or technique=attention")
 
 
 @dataclass
@@ -187,22 +212,3 @@ def gradient_figure(stats: list[LayerStats], title: str):
     fig.subplots_adjust(left=0.12, right=0.97, top=0.93, bottom=0.2, hspace=0.12)  # no tight_layout: a draw less
     return fig
 
-
-def run(ctx) -> dict[str, float]:
-    bn = ctx.cfg.bn
-    model = ctx.build_model()
-    x, y = ctx.data.train
-    g = torch.Generator().manual_seed(int(ctx.cfg.seed))
-    idx = torch.randperm(len(y), generator=g)[: min(int(bn.probe_size), len(y))].to(y.device)
-    task = BNDiagnosticsTask(model, (x[idx], y[idx]), enabled=bool(bn.diagnostics))
-    ctx.fit(task)
-    metrics = ctx.classification_metrics(task, model)
-    if task.enabled:
-        stats = measure(model, *task.probe)  # on the best weights, which fit() ended on
-        metrics.update({k: v for k, v in summarize(stats).items() if k in FINAL_KEYS})
-        if ctx.logger is not None:
-            state = f"BN {bn.impl}" if bn.enabled else "no BN"
-            title = (f"{state}: gradient norm per layer (best weights), "
-                     f"first/last = {metrics['bn/grad_ratio_first_last']:.1e}")
-            ctx.logger.figure("bn/gradient_flow", gradient_figure(stats, title), task.step)
-    return metrics

@@ -52,6 +52,49 @@ GRID = 64  # fixed-noise samples in the per-epoch grid
 VAL_NOISE, TEST_NOISE, GRID_NOISE = 1, 2, 3  # (test noise also gives samples.pt)
 
 
+# ----------------------------------------------------------------------------- the recipe
+def run(ctx) -> dict[str, float]:
+    check(ctx)
+    cfg, seed = ctx.cfg, int(ctx.cfg.seed)
+    torch.manual_seed(seed)
+    gan = build_gan(cfg, ctx.data.info, ctx.norm)  # before the judge: a wrong model= fails fast
+
+    # 1. The judge. Once the GAN phase has begun, its weights come with the GAN's checkpoint.
+    ph = ctx.phase("classifier")
+    judge = build_judge(ctx.data.info) if ph.done else obtain_judge(ctx, ph)
+    task = GanTask(gan, judge, cfg.gan, seed).to(ctx.device)
+    test_x = ctx.data.test[0]
+
+    # 2. The min-max game, scored against the untrained generator.
+    ph = ctx.phase("gan")
+    if "fid_untrained" not in ph.record:
+        untrained = task.sample(task.n_samples, TEST_NOISE)
+        ph.record["fid_untrained"] = task.quality(test_x, untrained)["fid"]
+        if ctx.logger is not None:
+            ctx.logger.image("gan/real", image_grid(ctx.data.train[0][:GRID]), 0)
+            ctx.logger.image("gan/samples", task.grid(), 0)  # epoch 0: the untrained G
+    # Reseeded so the noise of training is the same whether the judge came from the cache.
+    torch.manual_seed(seed)
+    result = ctx.fit(task, phase=ph.name, train=ctx.train_loader(augment=False, seed_offset=1))
+
+    # 3. The score on the test split, the samples kept.
+    samples = task.sample(task.n_samples, TEST_NOISE)  # (N, C, H, W) in [0, 1]
+    metrics = {f"gan/{k}": v for k, v in task.quality(test_x, samples).items()}
+    save_samples(ctx, task, samples)
+    metrics["gan/fid_untrained"] = float(ph.record["fid_untrained"])
+    metrics["gan/fid_ratio"] = metrics["gan/fid"] / max(metrics["gan/fid_untrained"], 1e-12)
+    # The floor: the same distance between two sets of real images (val vs test).
+    real_v, _ = judge_outputs(task.judge, ctx.data.val[0])
+    real_t, _ = judge_outputs(task.judge, test_x)
+    metrics["gan/fid_real"] = frechet_distance(real_t, real_v)
+    metrics["gan/judge_test_acc"] = classification_metrics(task.judge, ctx.loader("test"))["acc"]
+    metrics["gan/best_epoch"] = result.best_epoch
+    metrics["params/generator"] = count_params(task.generator)
+    metrics["params/discriminator"] = count_params(task.discriminator)
+    metrics["train/time_s"] = ctx.train_time_s
+    return metrics
+
+
 # ---------------------------------------------------------------------------------------
 class GanTask(Task):
     """Both networks, both optimizers and the (frozen) judge; `forward(z)` generates."""
@@ -230,24 +273,26 @@ def judge_cache_file(ctx) -> Path:
     return Path(root).expanduser() / name
 
 
-def obtain_judge(ctx) -> nn.Module:
+def obtain_judge(ctx, phase) -> nn.Module:
     """The cached judge for this dataset and seed, or train it (phase `classifier`) and cache it."""
     from ..training.checkpoint import save_atomic
 
     torch.manual_seed(int(ctx.cfg.seed))  # the judge does not depend on what ran before
     judge = build_judge(ctx.data.info).to(ctx.device)
     path = judge_cache_file(ctx)
-    if ctx.state.resume_phase != "classifier" and path.is_file():
+    if not phase.resumed and path.is_file():
         try:
             cached = torch.load(path, map_location=ctx.device, weights_only=True)
             judge.load_state_dict(cached["model"])
             log.info("judge classifier from cache %s", path)
+            phase.finish()
             return judge
         except Exception as e:  # noqa: BLE001 - a bad cache entry is retrained, not fatal
             log.warning("ignoring unreadable judge cache %s (%s)", path, e)
     task = JudgeTask(judge)
-    ctx.fit(task, phase="classifier", train=ctx.train_loader(augment=False, batch_size=JUDGE_BATCH),
+    ctx.fit(task, phase=phase.name, train=ctx.train_loader(augment=False, batch_size=JUDGE_BATCH),
             max_epochs=int(ctx.cfg.gan.classifier_epochs), monitor="val/acc", mode="max")
+    phase.finish()
     try:
         save_atomic({"model": judge.state_dict(), "version": JUDGE_VERSION}, path)
     except OSError as e:
@@ -274,44 +319,6 @@ def check(ctx) -> None:
     if info.kind != "image" or info.num_classes < 2:
         raise ConfigError(f"technique=gan needs a labelled image dataset (the judge is a "
                           f"classifier); dataset {info.name} is {info.kind} data")
-
-
-def run(ctx) -> dict[str, float]:
-    check(ctx)
-    cfg, seed, extra = ctx.cfg, int(ctx.cfg.seed), ctx.state.extra
-    torch.manual_seed(seed)
-    gan = build_gan(cfg, ctx.data.info, ctx.norm)  # before the judge: a wrong model= fails fast
-    # Resumed in the GAN phase, the judge's weights come with the checkpoint.
-    judge = build_judge(ctx.data.info) if ctx.state.resume_phase == "gan" else obtain_judge(ctx)
-    task = GanTask(gan, judge, cfg.gan, seed).to(ctx.device)
-    test_x = ctx.data.test[0]
-
-    if "gan/fid_untrained" not in extra:
-        untrained = task.sample(task.n_samples, TEST_NOISE)
-        extra["gan/fid_untrained"] = task.quality(test_x, untrained)["fid"]
-        if ctx.logger is not None:
-            ctx.logger.image("gan/real", image_grid(ctx.data.train[0][:GRID]), 0)
-            ctx.logger.image("gan/samples", task.grid(), 0)  # epoch 0: the untrained G
-
-    # Reseeded so the noise of training is the same whether the judge came from the cache.
-    torch.manual_seed(seed)
-    result = ctx.fit(task, phase="gan", train=ctx.train_loader(augment=False, seed_offset=1))
-
-    samples = task.sample(task.n_samples, TEST_NOISE)  # (N, C, H, W) in [0, 1]
-    metrics = {f"gan/{k}": v for k, v in task.quality(test_x, samples).items()}
-    save_samples(ctx, task, samples)
-    metrics["gan/fid_untrained"] = float(extra["gan/fid_untrained"])
-    metrics["gan/fid_ratio"] = metrics["gan/fid"] / max(metrics["gan/fid_untrained"], 1e-12)
-    # The floor: the same distance between two sets of real images (val vs test).
-    real_v, _ = judge_outputs(task.judge, ctx.data.val[0])
-    real_t, _ = judge_outputs(task.judge, test_x)
-    metrics["gan/fid_real"] = frechet_distance(real_t, real_v)
-    metrics["gan/judge_test_acc"] = classification_metrics(task.judge, ctx.loader("test"))["acc"]
-    metrics["gan/best_epoch"] = result.best_epoch
-    metrics["params/generator"] = count_params(task.generator)
-    metrics["params/discriminator"] = count_params(task.discriminator)
-    metrics["train/time_s"] = ctx.train_time_s
-    return metrics
 
 
 def save_samples(ctx, task: GanTask, samples: torch.Tensor) -> None:

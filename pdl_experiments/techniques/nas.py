@@ -13,8 +13,8 @@
              training split with the shared trainer.
 
 nas.baseline=random skips the search and retrains a random genotype of the same space.
-A resumed run finds the genotype in ctx.state.extra (saved in every checkpoint), so a run
-killed while retraining rebuilds the derived network and goes on without searching again.
+The search phase records the genotype (kept in every later checkpoint), so a run killed
+while retraining rebuilds the derived network and goes on without searching again.
 """
 
 from __future__ import annotations
@@ -40,13 +40,114 @@ from ..models.darts import (
     random_genotype,
     skip_count,
 )
+from ..loading import submodule_state
 from ..training.checkpoint import CheckpointError
 from .base import ClassificationTask, Task, classification_metrics
 
 log = logging.getLogger("pdl_experiments")
 
 
-# -- search ------------------------------------------------------------------------------
+# -- the recipe ------------------------------------------------------------------------------
+def run(ctx) -> dict[str, float]:
+    ops = check(ctx)
+    nas = ctx.cfg.nas
+    # 1. Search (or draw a random genotype of the same space), 2. derive the genotype.
+    ph = ctx.phase("search")
+    if ph.done:
+        log.info("genotype from the checkpoint, no search needed")
+    elif str(nas.baseline) == "random":
+        gen = torch.Generator().manual_seed(int(ctx.cfg.seed))
+        ph.finish(genotype=random_genotype(ops, int(nas.nodes), gen), genotype_source="random")
+    else:
+        search(ctx, ph, ops)
+    found = ph.record
+    genotype = found["genotype"]
+    save_genotype(ctx, found, ops)
+
+    # 3. Retrain the derived network from scratch.
+    task, model, result = retrain(ctx, genotype)
+    metrics = ctx.classification_metrics(task, model)
+    search_time = float(found.get("search_time_s", 0.0))
+    metrics["train/time_s"] = search_time + result.time_s
+    metrics["nas/search_time_s"] = search_time
+    metrics["nas/retrain_time_s"] = result.time_s
+    metrics["nas/skip_count"] = skip_count(genotype)
+    for key in ("alpha_entropy_start", "alpha_entropy_end", "supernet_val_acc"):
+        if key in found:
+            metrics[f"nas/{key}"] = found[key]
+    return metrics
+
+
+def check(ctx) -> list[str]:
+    nas = ctx.cfg.nas
+    ops = [str(o) for o in nas.ops]
+    if ctx.data.info.kind != "image":
+        raise ConfigError(f"technique=nas searches image classifiers; dataset "
+                          f"{ctx.data.info.name} is {ctx.data.info.kind} data")
+    if len(set(ops)) != len(ops) or all(o == "none" for o in ops):
+        raise ConfigError(f"nas.ops=[{','.join(ops)}]: expected distinct operations, at least "
+                          "one besides none")
+    return ops
+
+
+def search(ctx, ph, ops: list[str]) -> None:
+    """The search phase: alpha and w trained together; records the derived genotype."""
+    nas = ctx.cfg.nas
+    model = SearchNetwork(ctx.data.info, ctx.norm, ops, int(nas.nodes), int(nas.cells),
+                          int(nas.channels)).to(ctx.device)
+    task = SearchTask(model, float(nas.arch_lr), bool(nas.second_order), ctx.loader("val"))
+    w_half, alpha_half = split_halves(*ctx.data.train, int(ctx.cfg.seed))
+    loader = PairedLoader(w_half, alpha_half, int(ctx.cfg.trainer.batch_size),
+                          torch.Generator().manual_seed(int(ctx.cfg.seed) + 1000), ctx.augment)
+    if not ph.resumed:  # a fresh search: record where alpha starts
+        start = task.alpha_logs()
+        ph.record["alpha_entropy_start"] = start["nas/alpha_entropy"]
+        if ctx.logger is not None:
+            ctx.logger.scalars(start, ctx.global_step)
+            ctx.logger.figure("nas/alpha", alpha_figure(task, 0), 0)
+    # val=None: no monitor, so the phase ends on the final alpha (see on_epoch_end).
+    result = ctx.fit(task, phase=ph.name, train=loader, val=None,
+                     max_epochs=int(nas.search_epochs))
+    end = {"alpha_entropy_end": task.alpha_logs()["nas/alpha_entropy"], "search_time_s": result.time_s,
+           "supernet_val_acc": ctx.evaluate(task, "val")["val/acc"],
+           "alpha": model.cell_weights().detach().cpu().tolist()}
+    fig = alpha_figure(task, result.epochs)
+    fig.savefig(ctx.run_dir / "alpha.png", dpi=120)
+    ph.finish(genotype=task.genotype(), genotype_source="search", **end)
+
+
+def save_genotype(ctx, record: dict, ops: list[str]) -> None:
+    from rich.console import Console
+    from rich.panel import Panel
+
+    genotype, source = record["genotype"], record["genotype_source"]
+    lines = format_genotype(genotype)
+    n_skip = skip_count(genotype)
+    Console().print(Panel("\n".join(lines) + f"\nskip connections: {n_skip}",
+                          title=f"genotype ({source})", expand=False))
+    out = {"source": source, "genotype": genotype, "ops": ops, "nodes": len(genotype),
+           "skip_count": n_skip, "readable": lines}
+    if "alpha" in record:
+        out["alpha_softmax"] = record["alpha"]
+        out["edges"] = [[i, n] for n, i in edge_inputs(len(genotype))]
+    (ctx.run_dir / "genotype.json").write_text(json.dumps(out, indent=2))
+    if ctx.logger is not None:
+        ctx.logger.text("nas/genotype", "\n".join(f"    {ln}" for ln in lines)
+                        + f"\n\nskip connections: {n_skip} ({source})")
+
+
+def retrain(ctx, genotype: Genotype):
+    nas = ctx.cfg.nas
+    # From scratch, and from the same random stream whichever genotype (searched or random):
+    # the comparison is then about the architecture, not about the initial draw.
+    torch.manual_seed(int(ctx.cfg.seed))
+    model = DerivedNetwork(ctx.data.info, ctx.norm, genotype, int(nas.cells), int(nas.channels))
+    task = ClassificationTask(model.to(ctx.device))
+    result = ctx.fit(task, phase="retrain", max_epochs=int(nas.retrain_epochs))
+    return task, model, result
+
+
+# -- the search task --------------------------------------------------------------------------
 class PairedLoader:
     """Batches (x_w, y_w, x_alpha, y_alpha): one half of the training split for the
     network weights, the other half for alpha.
@@ -240,114 +341,13 @@ def _grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
 
 
-# -- the phases ------------------------------------------------------------------------------
-def check_config(ctx) -> list[str]:
-    nas = ctx.cfg.nas
-    ops = [str(o) for o in nas.ops]
-    if ctx.data.info.kind != "image":
-        raise ConfigError(f"technique=nas searches image classifiers; dataset "
-                          f"{ctx.data.info.name} is {ctx.data.info.kind} data")
-    if len(set(ops)) != len(ops) or all(o == "none" for o in ops):
-        raise ConfigError(f"nas.ops=[{','.join(ops)}]: expected distinct operations, at least "
-                          "one besides none")
-    return ops
-
-
-def search(ctx, ops: list[str]) -> Genotype:
-    nas, extra = ctx.cfg.nas, ctx.state.extra
-    model = SearchNetwork(ctx.data.info, ctx.norm, ops, int(nas.nodes), int(nas.cells),
-                          int(nas.channels)).to(ctx.device)
-    task = SearchTask(model, float(nas.arch_lr), bool(nas.second_order), ctx.loader("val"))
-    w_half, alpha_half = split_halves(*ctx.data.train, int(ctx.cfg.seed))
-    loader = PairedLoader(w_half, alpha_half, int(ctx.cfg.trainer.batch_size),
-                          torch.Generator().manual_seed(int(ctx.cfg.seed) + 1000), ctx.augment)
-    if ctx.state.resume_phase != "search":  # a fresh search: record where alpha starts
-        start = task.alpha_logs()
-        extra["alpha_entropy_start"] = start["nas/alpha_entropy"]
-        if ctx.logger is not None:
-            ctx.logger.scalars(start, ctx.global_step)
-            ctx.logger.figure("nas/alpha", alpha_figure(task, 0), 0)
-    # val=None: no monitor, so the phase ends on the final alpha (see on_epoch_end).
-    result = ctx.fit(task, phase="search", train=loader, val=None,
-                     max_epochs=int(nas.search_epochs))
-    end = task.alpha_logs()
-    extra["alpha_entropy_end"] = end["nas/alpha_entropy"]
-    extra["search_time_s"] = result.time_s
-    extra["supernet_val_acc"] = ctx.evaluate(task, "val")["val/acc"]
-    extra["alpha"] = model.cell_weights().detach().cpu().tolist()
-    fig = alpha_figure(task, result.epochs)
-    fig.savefig(ctx.run_dir / "alpha.png", dpi=120)
-    return task.genotype()
-
-
-def save_genotype(ctx, genotype: Genotype, ops: list[str], source: str) -> None:
-    from rich.console import Console
-    from rich.panel import Panel
-
-    extra = ctx.state.extra
-    lines = format_genotype(genotype)
-    n_skip = skip_count(genotype)
-    Console().print(Panel("\n".join(lines) + f"\nskip connections: {n_skip}",
-                          title=f"genotype ({source})", expand=False))
-    record = {"source": source, "genotype": genotype, "ops": ops, "nodes": len(genotype),
-              "skip_count": n_skip, "readable": lines}
-    if "alpha" in extra:
-        record["alpha_softmax"] = extra["alpha"]
-        record["edges"] = [[i, n] for n, i in edge_inputs(len(genotype))]
-    (ctx.run_dir / "genotype.json").write_text(json.dumps(record, indent=2))
-    if ctx.logger is not None:
-        ctx.logger.text("nas/genotype", "\n".join(f"    {ln}" for ln in lines)
-                        + f"\n\nskip connections: {n_skip} ({source})")
-
-
-def retrain(ctx, genotype: Genotype):
-    nas = ctx.cfg.nas
-    # From scratch, and from the same random stream whichever genotype (searched or random):
-    # the comparison is then about the architecture, not about the initial draw.
-    torch.manual_seed(int(ctx.cfg.seed))
-    model = DerivedNetwork(ctx.data.info, ctx.norm, genotype, int(nas.cells), int(nas.channels))
-    task = ClassificationTask(model.to(ctx.device))
-    result = ctx.fit(task, phase="retrain", max_epochs=int(nas.retrain_epochs))
-    return task, model, result
-
-
-def run(ctx) -> dict[str, float]:
-    ops = check_config(ctx)
-    nas, extra = ctx.cfg.nas, ctx.state.extra
-    if "genotype" not in extra:  # a fresh run, or one resumed during the search
-        if str(nas.baseline) == "random":
-            gen = torch.Generator().manual_seed(int(ctx.cfg.seed))
-            extra["genotype"] = random_genotype(ops, int(nas.nodes), gen)
-            extra["genotype_source"] = "random"
-        else:
-            extra["genotype"] = search(ctx, ops)
-            extra["genotype_source"] = "search"
-    else:
-        log.info("genotype from the checkpoint, no search needed")
-    genotype = extra["genotype"]
-    save_genotype(ctx, genotype, ops, extra["genotype_source"])
-
-    task, model, result = retrain(ctx, genotype)
-    metrics = ctx.classification_metrics(task, model)
-    search_time = float(extra.get("search_time_s", 0.0))
-    metrics["train/time_s"] = search_time + result.time_s
-    metrics["nas/search_time_s"] = search_time
-    metrics["nas/retrain_time_s"] = result.time_s
-    metrics["nas/skip_count"] = skip_count(genotype)
-    for key in ("alpha_entropy_start", "alpha_entropy_end", "supernet_val_acc"):
-        if key in extra:
-            metrics[f"nas/{key}"] = extra[key]
-    return metrics
-
-
 # -- load_run --------------------------------------------------------------------------------
 def load_model(cfg, data, ckpt: dict, norm) -> torch.nn.Module:
     """The derived network of a run, rebuilt from the genotype in the checkpoint."""
-    genotype = ckpt.get("extra", {}).get("genotype")
+    genotype = ckpt.get("extra", {}).get("phases", {}).get("search", {}).get("genotype")
     if genotype is None or ckpt.get("phase") != "retrain":
         raise CheckpointError(f"this nas checkpoint is from phase {ckpt.get('phase')!r}: no "
                               "retrained network yet (resume the run: trainer.resume=<run dir>)")
     model = DerivedNetwork(data.info, norm, genotype, int(cfg.nas.cells), int(cfg.nas.channels))
-    model.load_state_dict({k[len("model."):]: v for k, v in ckpt["task"].items()
-                           if k.startswith("model.")})
+    model.load_state_dict(submodule_state(ckpt["task"]))
     return model

@@ -91,6 +91,3 @@ def _plain(x: Any) -> Any:
         return [_plain(v) for v in x]
     return x
 
-
-def file_size(path: str | os.PathLike) -> int:
-    return Path(path).stat().st_size

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -66,14 +65,3 @@ def _hparam_value(v: Any) -> Any:
         return "None"
     return str(v)
 
-
-def figure_to_image(fig: Any) -> torch.Tensor:
-    """A matplotlib figure as a (3, H, W) tensor (also used for PNGs)."""
-    import numpy as np
-    from PIL import Image
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    buf.seek(0)
-    arr = np.array(Image.open(buf).convert("RGB"))
-    return torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0

@@ -44,23 +44,17 @@ class Interrupted(Exception):
 
 @dataclass
 class RunState:
-    """What outlives one fit: the technique's own state, phases done, a resume point.
+    """What outlives one fit: the technique's own records, the phases done, a stop request.
 
-    `extra` is saved in every checkpoint (plain values and tensors only), so a technique
-    can keep what an earlier phase measured (accuracy before pruning, a genotype) and read
-    it back after a resume.
+    `extra` is saved in every checkpoint (plain values and tensors only): the run context
+    keeps each phase's record there (pdl_experiments/context.py).
     """
 
     config_yaml: str = ""
     technique: str = ""
     extra: dict = field(default_factory=dict)
     phases_done: list = field(default_factory=list)
-    resume: Optional[dict] = None  # a loaded checkpoint, consumed by the matching fit()
     stop_signal: Optional[int] = None
-
-    @property
-    def resume_phase(self) -> Optional[str]:
-        return None if self.resume is None else self.resume.get("phase")
 
     def install_signal_handlers(self) -> None:
         """First SIGINT/SIGTERM: finish the current step, save last.pt, exit."""
@@ -107,8 +101,9 @@ class Trainer:
         self.make_scheduler = make_scheduler
         self.logger = logger
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        self.global_step = 0
+        self.global_step = 0  # runs on across phases so TensorBoard curves never overlap
         self.epoch = 0
+        self.train_time_s = 0.0  # all phases' training time
         self.first_step_at: Optional[float] = None  # time.time() after the first step
         self._use_amp = device.type == "cuda" and cfg.amp
         # The losses are checked for NaN/inf together, once per log interval and at the end of
@@ -143,11 +138,20 @@ class Trainer:
         max_epochs: Optional[int] = None,
         monitor: Optional[str] = None,
         mode: Optional[str] = None,
+        resume: Optional[dict] = None,
     ) -> FitResult:
+        """Train one phase; `resume`: a checkpoint taken in this phase, to continue from."""
+        result = self._fit(task, train_loader, val_loader, phase, max_epochs, monitor, mode, resume)
+        self.train_time_s += result.time_s
+        return result
+
+    def _fit(self, task, train_loader, val_loader, phase, max_epochs, monitor, mode, ckpt) -> FitResult:
         cfg = self.cfg
         max_epochs = cfg.max_epochs if max_epochs is None else max_epochs
         monitor = cfg.monitor if monitor is None else monitor
         sign = 1.0 if str(mode or cfg.mode) == "max" else -1.0
+        if ckpt is not None:  # e.g. pruned shapes: before the optimizers take the parameters
+            task.restore_architecture(ckpt["task"])
         task.to(self.device)
         self.optimizers = dict(task.configure_optimizers(self.make_optimizer))
         schedulers = {}
@@ -158,9 +162,7 @@ class Trainer:
               "bad_epochs": 0, "elapsed": 0.0, "epoch_gen_state": None}
         best_state = None
 
-        ckpt = self.state.resume if self.state.resume_phase == phase else None
         if ckpt is not None:
-            self.state.resume = None
             task.load_state_dict(ckpt["task"])
             for n, o in self.optimizers.items():
                 o.load_state_dict(ckpt["optimizers"][n])
@@ -313,8 +315,6 @@ class Trainer:
     def _finish_phase(self, task, phase, best_state, st, schedulers, result, save: bool) -> None:
         if best_state is not None:
             task.load_state_dict(best_state)  # end the phase on the best weights
-        if phase not in self.state.phases_done:
-            self.state.phases_done.append(phase)
         if save:
             self._save_last(task, phase, st, schedulers, best_state, True, result.val)
             self.save_best(task, phase, st["best_epoch"], st["best"])

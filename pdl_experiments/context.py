@@ -1,0 +1,180 @@
+"""RunContext: what a technique may use, and the owner of its phases and of resume.
+
+A technique's recipe is a sequence of phases (train -> prune -> fine-tune; search ->
+retrain). It asks the context for each one and says what it produced:
+
+    ph = ctx.phase("baseline")
+    if not ph.done:                      # finished before a resume: skip its work
+        ctx.fit(task, phase=ph.name)     # resumed inside it: the trainer continues
+        ph.finish(acc=...)               # what it produced (plain values, tensors)
+    acc = ph.record["acc"]
+
+`ph.record` is saved in every checkpoint, so what a phase wrote there before an
+interruption (a value measured before its training, say) comes back with it. A phase the
+run was interrupted in has `ph.resumed` set: its preparation that changes the architecture
+(pruning) is not redone; the trainer restores the architecture through the task's
+`restore_architecture` hook before loading the checkpoint's weights. Techniques never open
+the resume checkpoint themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .data import DataSplits, TensorLoader
+from .models import BatchNormSpec, build_model, count_params
+from .training import FitResult, RunState, Trainer, load_checkpoint
+from .training.checkpoint import CheckpointError
+from .training.logger import RunLogger
+
+
+@dataclass
+class Phase:
+    """One step of a technique's recipe, as far as this run (and its resume) got with it."""
+
+    name: str
+    done: bool  # finished in an earlier process: its work is skipped, `record` holds its results
+    resumed: bool  # the resume checkpoint was taken inside this phase
+    record: dict  # what the phase produced so far; kept in every checkpoint
+    _state: RunState
+
+    def finish(self, **produced: Any) -> dict:
+        """Record what the phase produced and mark it done (saved with the next checkpoint)."""
+        self.record.update(produced)
+        if self.name not in self._state.phases_done:
+            self._state.phases_done.append(self.name)
+        self.done = True
+        return self.record
+
+
+class RunContext:
+    """Everything a technique needs, and nothing it has to set up itself."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, data: DataSplits, device: torch.device,
+                 logger: Optional[RunLogger], resume: Optional[dict] = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.data = data
+        self.device = device
+        self.logger = logger
+        self.state = RunState(config_yaml=OmegaConf.to_yaml(cfg, resolve=True), technique=str(cfg.technique))
+        self._resume = resume  # the checkpoint of trainer.resume (see load_resume)
+        if resume is not None:
+            self.state.extra = dict(resume.get("extra", {}))
+            self.state.phases_done = list(resume.get("phases_done", []))
+        self.augment = None
+        if data.info.kind == "image":
+            from .data.augment import build_augmentation
+
+            self.augment = build_augmentation(cfg.augmentation, data.info.in_shape)
+        self.trainer = self._make_trainer()  # one per run: the step count runs on across phases
+
+    # -- phases --------------------------------------------------------------------------
+    def phase(self, name: str) -> Phase:
+        record = self.state.extra.setdefault("phases", {}).setdefault(name, {})
+        done = name in self.state.phases_done
+        resumed = not done and self._resume is not None and self._resume.get("phase") == name
+        return Phase(name, done, resumed, record, self.state)
+
+    # -- building blocks -----------------------------------------------------------------
+    @property
+    def norm(self) -> BatchNormSpec:
+        return BatchNormSpec.from_config(self.cfg.bn)
+
+    @property
+    def global_step(self) -> int:
+        return self.trainer.global_step
+
+    @property
+    def first_step_at(self) -> Optional[float]:
+        return self.trainer.first_step_at
+
+    @property
+    def train_time_s(self) -> float:
+        return self.trainer.train_time_s
+
+    def build_model(self, model_cfg: Any = None, **extra) -> torch.nn.Module:
+        """The configured model (or `model_cfg`), sized from the data, on the device."""
+        model = build_model(model_cfg if model_cfg is not None else self.cfg.model,
+                            self.data.info, self.norm, **extra)
+        return model.to(self.device)
+
+    def train_loader(self, split: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     augment: bool = True, batch_size: Optional[int] = None,
+                     seed_offset: int = 0) -> TensorLoader:
+        x, y = split if split is not None else self.data.train
+        gen = torch.Generator().manual_seed(int(self.cfg.seed) + 1000 + seed_offset)
+        return TensorLoader(x, y, batch_size or int(self.cfg.trainer.batch_size), shuffle=True,
+                            generator=gen, transform=self.augment if augment else None)
+
+    def loader(self, split: str | tuple[torch.Tensor, torch.Tensor]) -> TensorLoader:
+        x, y = getattr(self.data, split) if isinstance(split, str) else split
+        return TensorLoader(x, y, int(self.cfg.trainer.eval_batch_size))
+
+    def make_optimizer(self, params, **overrides):
+        from hydra.utils import instantiate
+
+        return instantiate(self.cfg.optimizer, **overrides)(params)
+
+    def _make_trainer(self) -> Trainer:
+        make_sched = None
+        if self.cfg.scheduler is not None:
+            from hydra.utils import instantiate
+
+            make_sched = instantiate(self.cfg.scheduler)
+        return Trainer(self.cfg.trainer, self.device, self.state, self.run_dir / "checkpoints",
+                       self.make_optimizer, make_sched, self.logger)
+
+    def fit(self, task, phase: str = "train", train=None, val: Any = "val", **kw) -> FitResult:
+        """Train `task` with the shared trainer on the train split (or `train`), validate on val.
+
+        In the phase the resume checkpoint was taken in, the trainer continues from it.
+        """
+        resume = None
+        if self._resume is not None and self._resume.get("phase") == phase:
+            resume, self._resume = self._resume, None
+        val_loader = self.loader(val) if val is not None else None
+        return self.trainer.fit(task, train if train is not None else self.train_loader(),
+                                val_loader, phase=phase, resume=resume, **kw)
+
+    def evaluate(self, task, split: str = "test") -> dict[str, float]:
+        return {f"{split}/{k}": v for k, v in self.trainer.evaluate(task, self.loader(split)).items()}
+
+    def classification_metrics(self, task, model: torch.nn.Module) -> dict[str, float]:
+        """The keys every image run reports: val/acc, test/acc, params, train/time_s."""
+        metrics = {}
+        metrics.update(self.evaluate(task, "val"))
+        metrics.update(self.evaluate(task, "test"))
+        # Accuracy on the (un-augmented) training split: the train-test gap shows overfitting.
+        train_acc = self.evaluate(task, "train")["train/acc"]
+        metrics["final/train_acc"] = train_acc
+        metrics["final/train_test_gap"] = train_acc - metrics["test/acc"]
+        metrics["params"] = count_params(model)
+        metrics["train/time_s"] = self.train_time_s
+        return metrics
+
+    def log_images(self, tag: str, images: torch.Tensor, step: int = 0, nrow: int = 8) -> None:
+        if self.logger is None:
+            return
+        from torchvision.utils import make_grid
+
+        self.logger.image(tag, make_grid(images.detach().float().cpu(), nrow=nrow, pad_value=1.0), step)
+
+
+def load_resume(cfg: DictConfig, path: str) -> dict:
+    """The checkpoint `trainer.resume` names, checked to belong to this kind of run."""
+    ckpt = load_checkpoint(path, "last.pt")
+    if ckpt.get("technique") != str(cfg.technique):
+        raise CheckpointError(f"trainer.resume={path} is a checkpoint of technique="
+                              f"{ckpt.get('technique')}, not technique={cfg.technique}")
+    old = OmegaConf.create(ckpt.get("config") or "{}")
+    old_model = OmegaConf.select(old, "model._target_")
+    if old_model is not None and old_model != cfg.model.get("_target_"):
+        raise CheckpointError(f"trainer.resume={path} holds a {old_model.rsplit('.', 1)[-1]} "
+                              f"model, not {str(cfg.model.get('_target_')).rsplit('.', 1)[-1]}")
+    return ckpt

@@ -1,0 +1,76 @@
+"""Finished runs read back: `load_run` (model, config, data, metrics) and `evaluate_run`.
+
+Techniques may import from here (prune.from_run starts from a finished run); nothing here
+imports a technique at module level.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .data import DataSplits, TensorLoader
+from .models import BatchNormSpec, build_model
+from .training import load_checkpoint
+from .training.checkpoint import CheckpointError
+
+
+@dataclass
+class LoadedRun:
+    model: torch.nn.Module
+    cfg: DictConfig
+    data: DataSplits
+    metrics: dict
+    checkpoint: dict
+    run_dir: Path
+
+
+def run_config(run_dir: str | Path) -> DictConfig:
+    """The composed config a run directory was made with (its .hydra/config.yaml)."""
+    cfg_path = Path(run_dir).expanduser() / ".hydra" / "config.yaml"
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory (no .hydra/config.yaml)")
+    return OmegaConf.load(cfg_path)
+
+
+def submodule_state(state_dict: dict, prefix: str = "model.") -> dict:
+    """The entries of a task's state dict that belong to one of its modules, unprefixed."""
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "cpu") -> LoadedRun:
+    """The trained model of a finished run (best weights, eval mode), its config and data."""
+    from hydra.utils import instantiate
+
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir)
+    ckpt = load_checkpoint(run_dir, checkpoint)
+    data = instantiate(cfg.dataset, _convert_="all")
+    technique = importlib.import_module(f"pdl_experiments.techniques.{cfg.technique}")
+    norm = BatchNormSpec.from_config(cfg.bn)
+    if hasattr(technique, "load_model"):
+        model = technique.load_model(cfg, data, ckpt, norm)
+    else:
+        model = build_model(cfg.model, data.info, norm)
+        model.load_state_dict(submodule_state(ckpt["task"]))
+    metrics_path = run_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    return LoadedRun(model.to(device).eval(), cfg, data, metrics, ckpt, run_dir)
+
+
+def evaluate_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "cpu") -> dict:
+    """Recompute a saved run's test metrics from its checkpoint (what pdl-eval prints)."""
+    loaded = load_run(run_dir, checkpoint, device)
+    technique = importlib.import_module(f"pdl_experiments.techniques.{loaded.cfg.technique}")
+    data = loaded.data.to(device)
+    if hasattr(technique, "evaluate_model"):
+        return dict(technique.evaluate_model(loaded.model, data, loaded.cfg))
+    from .techniques.base import classification_metrics
+
+    test = classification_metrics(loaded.model, TensorLoader(*data.test, batch_size=1024))
+    return {f"test/{k}": v for k, v in test.items()}

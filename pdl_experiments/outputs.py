@@ -1,0 +1,98 @@
+"""What a run records besides its checkpoints: metrics.json, env.json, hparams, the summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+
+def save_json(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def process_start_time() -> Optional[float]:
+    """When this launch started: $PDL_T0 (set by pdl-run at import, or earlier by a caller
+    that wants interpreter start-up counted too, like scripts/bench.py)."""
+    try:
+        # Popped: the next job of a sweep in this process did not start at that moment.
+        return float(os.environ.pop("PDL_T0"))
+    except (KeyError, ValueError):
+        return None
+
+
+def is_final(key: str) -> bool:
+    return not key.startswith("train/") or key == "train/time_s"
+
+
+def hparams(cfg: DictConfig) -> dict[str, Any]:
+    """Flat, scalar hparams: the groups chosen, the overrides, the main knobs."""
+    flat: dict[str, Any] = {"technique": str(cfg.technique), "seed": int(cfg.seed)}
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+        for g in ("model", "dataset", "augmentation", "optimizer", "scheduler"):
+            flat[g] = str(hc.runtime.choices.get(g))
+        for o in hc.overrides.task:
+            k, _, v = o.partition("=")
+            if not k.startswith("hydra") and k != "trainer.resume":
+                flat[k.lstrip("+~")] = _scalar(OmegaConf.select(cfg, k.lstrip("+~"), default=v))
+    except ValueError:
+        pass
+    for key in ("optimizer.lr", "trainer.max_epochs", "trainer.batch_size", "bn.enabled"):
+        flat.setdefault(key, _scalar(OmegaConf.select(cfg, key)))
+    section = str(cfg.technique)
+    if section in cfg and section != "bn":
+        for k, v in OmegaConf.to_container(cfg[section], resolve=True, enum_to_str=True).items():
+            flat.setdefault(f"{section}.{k}", _scalar(v))
+    return flat
+
+
+def _scalar(v: Any) -> Any:
+    if isinstance(v, (bool, int, float, str)):
+        return v
+    if hasattr(v, "value"):  # enums
+        return str(v.value)
+    return str(v)
+
+
+def write_env(run_dir: Path, device: torch.device) -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for pkg in ("pdl-experiments", "torch", "torchvision", "hydra-core", "omegaconf",
+                "tensorboard", "rich", "scikit-learn", "torch-pruning", "numpy"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    commit = None
+    try:
+        repo = Path(__file__).resolve().parents[1]
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    env = {"python": sys.version.split()[0], "platform": platform.platform(),
+           "device": str(device), "torch_threads": torch.get_num_threads(),
+           "git_commit": commit, "packages": versions, "argv": sys.argv,
+           "pid": os.getpid(), "started_unix": time.time()}
+    save_json(env, run_dir / "env.json")
+
+
+def print_summary(cfg: DictConfig, run_dir: Path, metrics: dict) -> None:
+    from .training.progress import summary_table
+
+    shown = {k: v for k, v in metrics.items() if is_final(k)}
+    summary_table(f"{cfg.technique} — {run_dir}", shown)
