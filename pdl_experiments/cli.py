@@ -30,7 +30,6 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-
 log = logging.getLogger("pdl_experiments")
 
 CONFIG_MODULE = "pdl_experiments.configs"
@@ -63,15 +62,18 @@ def _use_libyaml() -> None:
                         continue
                     if key_node.value in keys:
                         raise yaml.constructor.ConstructorError(
-                            "while constructing a mapping", node.start_mark,
-                            f"found duplicate key {key_node.value}", key_node.start_mark)
+                            "while constructing a mapping",
+                            node.start_mark,
+                            f"found duplicate key {key_node.value}",
+                            key_node.start_mark,
+                        )
                     keys.add(key_node.value)
                 return super().construct_mapping(node, deep=deep)
 
         OmegaConfCLoader.yaml_implicit_resolvers = base.yaml_implicit_resolvers
         OmegaConfCLoader.yaml_constructors = dict(base.yaml_constructors)
         oc_utils.get_yaml_loader = lambda: OmegaConfCLoader
-    except Exception:  # noqa: BLE001 - another OmegaConf layout: keep its own loader
+    except Exception:
         return
 
 
@@ -129,15 +131,17 @@ def main() -> None:
             raise
         sys.stderr.write(f"pdl-run: error: {e.code}\n")
         sys.exit(1)
-    except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
+    except Exception as e:
         if full:
             raise
         code = 128 + e.signum if hasattr(e, "signum") else 1
         msg = one_line(e)
         if isinstance(e, OSError) and e.filename:
             # Hydra creates the run directory before any of our code runs.
-            msg = (f"cannot write {e.filename} ({e.strerror}); run from a writable directory "
-                   "or set hydra.run.dir / hydra.sweep.dir")
+            msg = (
+                f"cannot write {e.filename} ({e.strerror}); run from a writable directory "
+                "or set hydra.run.dir / hydra.sweep.dir"
+            )
         sys.stderr.write(f"pdl-run: error: {msg}\n")
         sys.exit(code)
     finally:
@@ -157,20 +161,27 @@ def one_line(e: BaseException) -> str:
     while e is not None and e not in chain:
         chain.append(e)
         e = e.__cause__ or e.__context__
-    ours = [x for x in chain if type(x).__module__.startswith("pdl_experiments")
-            and not hasattr(x, "signum")]
+    ours = [x for x in chain if type(x).__module__.startswith("pdl_experiments") and not hasattr(x, "signum")]
     if ours:
         chain = [ours[-1]]
     parts: list[str] = []
     for x in chain:
         text = str(x).split("Config search path:")[0]
         lines = [ln.strip() for ln in text.splitlines()]
-        lines = [ln for ln in lines if ln and not _NOISE.match(ln) and "$VALUE" not in ln
-                 and not ln.startswith("Set the environment variable HYDRA_FULL_ERROR")]
+        lines = [
+            ln
+            for ln in lines
+            if ln
+            and not _NOISE.match(ln)
+            and "$VALUE" not in ln
+            and not ln.startswith("Set the environment variable HYDRA_FULL_ERROR")
+        ]
         text = " ".join(lines).replace("\t", " ")
-        text = re.sub(r"\s*Available options in '(\w+)':\s*(.*)",
-                      lambda m: f"; available options in '{m.group(1)}': "
-                                + ", ".join(m.group(2).split()), text)
+        text = re.sub(
+            r"\s*Available options in '(\w+)':\s*(.*)",
+            lambda m: f"; available options in '{m.group(1)}': " + ", ".join(m.group(2).split()),
+            text,
+        )
         if text and not any(text in p for p in parts):
             parts.append(text)
     msg = ": ".join(parts) or type(chain[0]).__name__
@@ -190,7 +201,7 @@ def eval_main(argv: list[str] | None = None) -> None:
         from .loading import evaluate_run
 
         metrics = evaluate_run(args.run_dir, args.checkpoint, args.device)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         sys.stderr.write(f"pdl-eval: error: {one_line(e)}\n")
@@ -214,7 +225,7 @@ def report_main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     try:
         report.report(args.dirs, out_dir=args.out, metric=args.metric)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         sys.stderr.write(f"pdl-report: error: {one_line(e)}\n")

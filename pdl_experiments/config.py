@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from omegaconf import MISSING, DictConfig
 
@@ -124,7 +124,7 @@ class TrainerConfig:
     # more than the epoch itself.
     checkpoint_interval_s: float = 60.0
     keep: int = 0  # extra per-epoch snapshots kept besides last.pt and best.pt
-    resume: Optional[str] = None  # a checkpoint file or a run directory
+    resume: str | None = None  # a checkpoint file or a run directory
     progress: ProgressMode = ProgressMode.auto
     num_threads: int = 0  # torch intra-op threads; 0 = torch's default
     deterministic: bool = False
@@ -160,7 +160,7 @@ class PruneConfig:
     level: PruneLevel = PruneLevel.weight
     # weight: share of conv/linear weights zeroed; filter: share of each layer's filters
     # removed. None: 0.9 for weight, 0.5 for filter (unused at layer level).
-    ratio: Optional[float] = None
+    ratio: float | None = None
     scope: PruneScope = PruneScope["global"]  # weight level: rank all layers together or each alone
     # weight level: rank |w| times the next BN's gamma/sqrt(var), the weight inference
     # applies (BN hides a layer's weight scale); false: raw |w|
@@ -168,9 +168,9 @@ class PruneConfig:
     criterion: PruneCriterion = PruneCriterion.l1  # filter level (weight level: l1 or l2 = |w|)
     iterations: int = 1  # prune -> fine-tune rounds; each keeps the same share of what is left
     blocks: int = 1  # layer level: residual blocks removed
-    from_run: Optional[str] = None  # start from this run's best weights instead of training
+    from_run: str | None = None  # start from this run's best weights instead of training
     finetune_epochs: int = 15  # per round
-    finetune_lr: Optional[float] = None  # None: optimizer.lr
+    finetune_lr: float | None = None  # None: optimizer.lr
     latency_repeats: int = 20  # CPU latency at batch 256: median of this many timings
 
 
@@ -178,16 +178,16 @@ class PruneConfig:
 class AdvConfig:
     attack: Attack = Attack.fgsm  # used by adversarial training and the transfer attack
     epsilon: float = 0.1  # pixel units (images are in [0, 1]); L-inf radius for fgsm/pgd
-    eval_eps: List[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.3])
+    eval_eps: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.3])
     grad_normalize: GradNorm = GradNorm.linf
     pgd_steps: int = 10
-    pgd_step_size: Optional[float] = None  # None: 2.5 * eps / steps
+    pgd_step_size: float | None = None  # None: 2.5 * eps / steps
     train: bool = False  # adversarial training (the defence)
     mix: float = 0.0  # weight of the clean loss in adversarial training
     baseline: bool = True  # with adv.train: also train a standard model, adv/baseline/* keys
     blackbox: bool = False
     surrogate_data: SurrogateData = SurrogateData.holdout
-    surrogate_model: Optional[str] = None  # a model-zoo name; None: mlp (cnn for an mlp target)
+    surrogate_model: str | None = None  # a model-zoo name; None: mlp (cnn for an mlp target)
     surrogate_fraction: float = 0.5  # share of train held out from the target for the attacker
     surrogate_epochs: int = 20
     grid: int = 8  # test images in the clean-vs-adversarial figure; 0 = none
@@ -201,7 +201,7 @@ class GanConfig:
     lr: float = 2e-4  # Adam, both networks (DCGAN)
     beta1: float = 0.5
     classifier_epochs: int = 20  # the judge behind gan/fid and gan/class_coverage
-    cache_dir: Optional[str] = None  # where the judge is cached; None: ~/.cache/pdl_experiments
+    cache_dir: str | None = None  # where the judge is cached; None: ~/.cache/pdl_experiments
 
 
 class NasOp(StrEnum):
@@ -219,7 +219,7 @@ class NasOp(StrEnum):
 
 @dataclass
 class NasConfig:
-    ops: List[NasOp] = field(
+    ops: list[NasOp] = field(
         default_factory=lambda: [
             NasOp.conv_3x3,
             NasOp.conv_5x5,
@@ -250,10 +250,10 @@ class AttentionConfig:
 
 @dataclass
 class RunConfig:
-    model: Dict[str, Any] = field(default_factory=dict)
-    dataset: Dict[str, Any] = field(default_factory=dict)
-    optimizer: Dict[str, Any] = field(default_factory=dict)
-    scheduler: Optional[Dict[str, Any]] = None
+    model: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    scheduler: dict[str, Any] | None = None
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     technique: str = MISSING
@@ -278,8 +278,10 @@ def base_yaml_path() -> Path:
     return Path(str(files("pdl_experiments.configs") / "base.yaml"))
 
 
-BASE_HEADER = ("# GENERATED from RunConfig in pdl_experiments/config.py: every key of a run with its\n"
-               "# default. Do not edit; regenerate with `python -m pdl_experiments.config`.\n")
+BASE_HEADER = (
+    "# GENERATED from RunConfig in pdl_experiments/config.py: every key of a run with its\n"
+    "# default. Do not edit; regenerate with `python -m pdl_experiments.config`.\n"
+)
 
 
 def base_yaml() -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -55,8 +55,15 @@ class Phase:
 class RunContext:
     """Everything a technique needs, and nothing it has to set up itself."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, data: DataSplits, device: torch.device,
-                 logger: Optional[RunLogger], resume: Optional[dict] = None):
+    def __init__(
+        self,
+        cfg: DictConfig,
+        run_dir: Path,
+        data: DataSplits,
+        device: torch.device,
+        logger: RunLogger | None,
+        resume: dict | None = None,
+    ):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.data = data
@@ -91,7 +98,7 @@ class RunContext:
         return self.trainer.global_step
 
     @property
-    def first_step_at(self) -> Optional[float]:
+    def first_step_at(self) -> float | None:
         return self.trainer.first_step_at
 
     @property
@@ -100,17 +107,28 @@ class RunContext:
 
     def build_model(self, model_cfg: Any = None, **extra) -> torch.nn.Module:
         """The configured model (or `model_cfg`), sized from the data, on the device."""
-        model = build_model(model_cfg if model_cfg is not None else self.cfg.model,
-                            self.data.info, self.norm, **extra)
+        model = build_model(
+            model_cfg if model_cfg is not None else self.cfg.model, self.data.info, self.norm, **extra
+        )
         return model.to(self.device)
 
-    def train_loader(self, split: tuple[torch.Tensor, torch.Tensor] | None = None,
-                     augment: bool = True, batch_size: Optional[int] = None,
-                     seed_offset: int = 0) -> TensorLoader:
+    def train_loader(
+        self,
+        split: tuple[torch.Tensor, torch.Tensor] | None = None,
+        augment: bool = True,
+        batch_size: int | None = None,
+        seed_offset: int = 0,
+    ) -> TensorLoader:
         x, y = split if split is not None else self.data.train
         gen = torch.Generator().manual_seed(int(self.cfg.seed) + 1000 + seed_offset)
-        return TensorLoader(x, y, batch_size or int(self.cfg.trainer.batch_size), shuffle=True,
-                            generator=gen, transform=self.augment if augment else None)
+        return TensorLoader(
+            x,
+            y,
+            batch_size or int(self.cfg.trainer.batch_size),
+            shuffle=True,
+            generator=gen,
+            transform=self.augment if augment else None,
+        )
 
     def loader(self, split: str | tuple[torch.Tensor, torch.Tensor]) -> TensorLoader:
         x, y = getattr(self.data, split) if isinstance(split, str) else split
@@ -127,8 +145,15 @@ class RunContext:
             from hydra.utils import instantiate
 
             make_sched = instantiate(self.cfg.scheduler)
-        return Trainer(self.cfg.trainer, self.device, self.state, self.run_dir / "checkpoints",
-                       self.make_optimizer, make_sched, self.logger)
+        return Trainer(
+            self.cfg.trainer,
+            self.device,
+            self.state,
+            self.run_dir / "checkpoints",
+            self.make_optimizer,
+            make_sched,
+            self.logger,
+        )
 
     def fit(self, task, phase: str = "train", train=None, val: Any = "val", **kw) -> FitResult:
         """Train `task` with the shared trainer on the train split (or `train`), validate on val.
@@ -139,8 +164,14 @@ class RunContext:
         if self._resume is not None and self._resume.get("phase") == phase:
             resume, self._resume = self._resume, None
         val_loader = self.loader(val) if val is not None else None
-        return self.trainer.fit(task, train if train is not None else self.train_loader(),
-                                val_loader, phase=phase, resume=resume, **kw)
+        return self.trainer.fit(
+            task,
+            train if train is not None else self.train_loader(),
+            val_loader,
+            phase=phase,
+            resume=resume,
+            **kw,
+        )
 
     def evaluate(self, task, split: str = "test") -> dict[str, float]:
         return {f"{split}/{k}": v for k, v in self.trainer.evaluate(task, self.loader(split)).items()}
@@ -170,11 +201,15 @@ def load_resume(cfg: DictConfig, path: str) -> dict:
     """The checkpoint `trainer.resume` names, checked to belong to this kind of run."""
     ckpt = load_checkpoint(path, "last.pt")
     if ckpt.get("technique") != str(cfg.technique):
-        raise CheckpointError(f"trainer.resume={path} is a checkpoint of technique="
-                              f"{ckpt.get('technique')}, not technique={cfg.technique}")
+        raise CheckpointError(
+            f"trainer.resume={path} is a checkpoint of technique="
+            f"{ckpt.get('technique')}, not technique={cfg.technique}"
+        )
     old = OmegaConf.create(ckpt.get("config") or "{}")
     old_model = OmegaConf.select(old, "model._target_")
     if old_model is not None and old_model != cfg.model.get("_target_"):
-        raise CheckpointError(f"trainer.resume={path} holds a {old_model.rsplit('.', 1)[-1]} "
-                              f"model, not {str(cfg.model.get('_target_')).rsplit('.', 1)[-1]}")
+        raise CheckpointError(
+            f"trainer.resume={path} holds a {old_model.rsplit('.', 1)[-1]} "
+            f"model, not {str(cfg.model.get('_target_')).rsplit('.', 1)[-1]}"
+        )
     return ckpt

@@ -18,7 +18,7 @@ def pyplot() -> Any:
 def sparsity_figure(m: dict):
     """Bar per conv/linear layer: the share of its original weights zero or removed."""
     plt = pyplot()
-    names = [k[len("prune/sparsity/"):] for k in m if k.startswith("prune/sparsity/")]
+    names = [k[len("prune/sparsity/") :] for k in m if k.startswith("prune/sparsity/")]
     fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(names) + 1), 3.2))
     ax.bar(range(len(names)), [m[f"prune/sparsity/{n}"] for n in names], color="tab:red")
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
@@ -33,8 +33,10 @@ def block_scores_figure(scores: dict, chosen: list, random_pick: list, val_acc_a
     """Validation accuracy without each residual block; removed and random ones coloured."""
     plt = pyplot()
     idx = sorted(scores, key=int)
-    colors = ["tab:green" if int(i) in chosen else
-              "tab:orange" if int(i) in random_pick else "tab:gray" for i in idx]
+    colors = [
+        "tab:green" if int(i) in chosen else "tab:orange" if int(i) in random_pick else "tab:gray"
+        for i in idx
+    ]
     fig, ax = plt.subplots(figsize=(4.5, 3))
     ax.bar([f"block {i}" for i in idx], [scores[i] for i in idx], color=colors)
     ax.axhline(val_acc_all, color="k", lw=1, ls="--", label="all blocks")

@@ -40,7 +40,7 @@ def run_config(run_dir: str | Path) -> DictConfig:
 
 def submodule_state(state_dict: dict, prefix: str = "model.") -> dict:
     """The entries of a task's state dict that belong to one of its modules, unprefixed."""
-    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "cpu") -> LoadedRun:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -21,7 +21,7 @@ def save_json(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def process_start_time() -> Optional[float]:
+def process_start_time() -> float | None:
     """When this launch started: $PDL_T0 (set by pdl-run at import, or earlier by a caller
     that wants interpreter start-up counted too, like scripts/bench.py)."""
     try:
@@ -71,8 +71,18 @@ def write_env(run_dir: Path, device: torch.device) -> None:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {}
-    for pkg in ("pdl-experiments", "torch", "torchvision", "hydra-core", "omegaconf",
-                "tensorboard", "rich", "scikit-learn", "torch-pruning", "numpy"):
+    for pkg in (
+        "pdl-experiments",
+        "torch",
+        "torchvision",
+        "hydra-core",
+        "omegaconf",
+        "tensorboard",
+        "rich",
+        "scikit-learn",
+        "torch-pruning",
+        "numpy",
+    ):
         try:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -80,14 +90,25 @@ def write_env(run_dir: Path, device: torch.device) -> None:
     commit = None
     try:
         repo = Path(__file__).resolve().parents[1]
-        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=5).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         pass
-    env = {"python": sys.version.split()[0], "platform": platform.platform(),
-           "device": str(device), "torch_threads": torch.get_num_threads(),
-           "git_commit": commit, "packages": versions, "argv": sys.argv,
-           "pid": os.getpid(), "started_unix": time.time()}
+    env = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "git_commit": commit,
+        "packages": versions,
+        "argv": sys.argv,
+        "pid": os.getpid(),
+        "started_unix": time.time(),
+    }
     save_json(env, run_dir / "env.json")
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
 
 from hydra.experimental.callback import Callback
 
 log = logging.getLogger("pdl_experiments")
-
 
 
 class SweepFailed(SystemExit):
@@ -87,21 +87,32 @@ def _metric_columns(rows: list[dict]) -> list[str]:
     return first + sorted(k for k in keys if k not in first)
 
 
-def report(dirs: Iterable[str | Path], out_dir: Optional[str | Path] = None,
-           metric: Optional[str] = None, console: Any = None) -> list[dict]:
+def report(
+    dirs: Iterable[str | Path],
+    out_dir: str | Path | None = None,
+    metric: str | None = None,
+    console: Any = None,
+) -> list[dict]:
     dirs = list(dirs)
     runs = find_runs(dirs)
     if not runs:
-        raise FileNotFoundError(f"no runs (directories with .hydra/config.yaml) under {', '.join(map(str, dirs))}")
+        raise FileNotFoundError(
+            f"no runs (directories with .hydra/config.yaml) under {', '.join(map(str, dirs))}"
+        )
     rows = collect(runs)
     out = Path(out_dir or dirs[0])
     out.mkdir(parents=True, exist_ok=True)
     axes = sorted({k for r in rows for k in r["overrides"]})
     metrics = _metric_columns(rows)
     header = ["job"] + axes + ["status"] + metrics
+
     def row(r: dict, fmt) -> list[str]:
-        return ([Path(r["run"]).name.split("_", 1)[0]] + [r["overrides"].get(a, "") for a in axes]
-                + [r["status"]] + [fmt(r["metrics"].get(m)) for m in metrics])
+        return (
+            [Path(r["run"]).name.split("_", 1)[0]]
+            + [r["overrides"].get(a, "") for a in axes]
+            + [r["status"]]
+            + [fmt(r["metrics"].get(m)) for m in metrics]
+        )
 
     with open(out / "summary.csv", "w", newline="") as f:  # the data: every column, full precision
         w = csv.writer(f)
@@ -110,8 +121,11 @@ def report(dirs: Iterable[str | Path], out_dir: Optional[str | Path] = None,
     table = [row(r, _fmt) for r in rows]
     # For reading, an override every job shares (experiment=..., trainer.progress=none) is
     # said once above the table instead of repeated in a column.
-    common = {a: rows[0]["overrides"].get(a, "") for a in axes
-              if len(rows) > 1 and len({r["overrides"].get(a, "") for r in rows}) == 1}
+    common = {
+        a: rows[0]["overrides"].get(a, "")
+        for a in axes
+        if len(rows) > 1 and len({r["overrides"].get(a, "") for r in rows}) == 1
+    }
     keep = [i for i, h in enumerate(header) if h not in common]
     header, table = [header[i] for i in keep], [[row[i] for i in keep] for row in table]
     varying = [a for a in axes if a not in common]
@@ -122,10 +136,17 @@ def report(dirs: Iterable[str | Path], out_dir: Optional[str | Path] = None,
     (out / "summary.md").write_text("\n".join(md) + "\n")
     # The console gets the headline columns; summary.csv / summary.md keep all of them.
     shown = [i for i, h in enumerate(header) if i < len(varying) + 2 or h in _headline(metrics)]
-    _print_table([header[i] for i in shown], [[row[i] for i in shown] for row in table],
-                 console, title=f"sweep summary — {out}", caption=note)
-    plot_metric = metric or next((m for m in ("test/acc", "test/token_acc", "gan/fid") if m in metrics),
-                                 metrics[0] if metrics else None)
+    _print_table(
+        [header[i] for i in shown],
+        [[row[i] for i in shown] for row in table],
+        console,
+        title=f"sweep summary — {out}",
+        caption=note,
+    )
+    plot_metric = metric or next(
+        (m for m in ("test/acc", "test/token_acc", "gan/fid") if m in metrics),
+        metrics[0] if metrics else None,
+    )
     if plot_metric:
         _plot(rows, axes, plot_metric, out)
     if metric is None:  # the metrics a technique's sweep is about, each in a plot of its own
@@ -165,17 +186,21 @@ def _print_table(header, table, console, title, caption: str = "") -> None:
     console.print(t)
 
 
-def _as_float(s: str) -> Optional[float]:
+def _as_float(s: str) -> float | None:
     try:
         return float(s)
     except (TypeError, ValueError):
         return None
 
 
-def _plot(rows: list[dict], axes: list[str], metric: str, out: Path) -> Optional[Path]:
+def _plot(rows: list[dict], axes: list[str], metric: str, out: Path) -> Path | None:
     """metric vs the first numeric swept axis, one line per combination of the others."""
-    numeric = [a for a in axes if all(_as_float(r["overrides"].get(a)) is not None for r in rows)
-               and len({r["overrides"].get(a) for r in rows}) > 1]
+    numeric = [
+        a
+        for a in axes
+        if all(_as_float(r["overrides"].get(a)) is not None for r in rows)
+        and len({r["overrides"].get(a) for r in rows}) > 1
+    ]
     if not numeric:
         return None
     import matplotlib

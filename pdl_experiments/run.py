@@ -12,7 +12,6 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Optional
 
 import torch
 from omegaconf import DictConfig
@@ -25,7 +24,7 @@ from .training.logger import RunLogger
 log = logging.getLogger("pdl_experiments")
 
 
-def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict[str, float]:
+def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, float]:
     """Run one experiment; returns (and writes to metrics.json) its final metrics."""
     threads = torch.get_num_threads()
     try:
@@ -36,7 +35,7 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict[str, floa
         torch.set_num_threads(threads)
 
 
-def _run(cfg: DictConfig, run_dir: Optional[str | Path]) -> dict[str, float]:
+def _run(cfg: DictConfig, run_dir: str | Path | None) -> dict[str, float]:
     t_start = time.perf_counter()
     cfg = typed(cfg)  # types and enums checked (ConfigError naming the key), before any work
     validate(cfg)
@@ -59,9 +58,14 @@ def _run(cfg: DictConfig, run_dir: Optional[str | Path]) -> dict[str, float]:
     write_env(run_dir, device)
     logger.text("config", "```\n" + ctx.state.config_yaml + "\n```")
     log.info("run dir: %s", run_dir)
-    log.info("technique=%s model=%s dataset=%s device=%s  %s", cfg.technique,
-             _choice("model"), data.info.name, device,
-             " ".join(f"{k}={v}" for k, v in data.sizes().items()))
+    log.info(
+        "technique=%s model=%s dataset=%s device=%s  %s",
+        cfg.technique,
+        _choice("model"),
+        data.info.name,
+        device,
+        " ".join(f"{k}={v}" for k, v in data.sizes().items()),
+    )
     if ctx.augment is not None and cfg.augmentation.grid:
         x = data.train[0][:32]
         ctx.log_images("augmentation/original", x)
@@ -79,8 +83,7 @@ def _run(cfg: DictConfig, run_dir: Optional[str | Path]) -> dict[str, float]:
         metrics["run/time_to_first_step_s"] = ctx.first_step_at - started
     metrics = {k: float(v) for k, v in metrics.items()}
     save_json(metrics, run_dir / "metrics.json")
-    logger.hparams(hparams(cfg), {k: v for k, v in metrics.items() if is_final(k)},
-                   step=ctx.global_step)
+    logger.hparams(hparams(cfg), {k: v for k, v in metrics.items() if is_final(k)}, step=ctx.global_step)
     logger.close()
     print_summary(cfg, run_dir, metrics)
     return metrics
@@ -128,5 +131,7 @@ def _check_writable(run_dir: Path) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise ConfigError(f"output directory {run_dir} is not writable ({e.strerror}); "
-                          "set hydra.run.dir (or hydra.sweep.dir) to a writable place") from e
+        raise ConfigError(
+            f"output directory {run_dir} is not writable ({e.strerror}); "
+            "set hydra.run.dir (or hydra.sweep.dir) to a writable place"
+        ) from e

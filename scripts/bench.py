@@ -53,12 +53,14 @@ def timed(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, in
 
 def child_peak_rss(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, float, str]:
     """Run cmd in a fresh wrapper so ru_maxrss is this child's own peak."""
-    code = ("import resource, subprocess, sys, time, json\n"
-            "t = time.perf_counter()\n"
-            "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-            "wall = time.perf_counter() - t\n"
-            "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
-            "print(json.dumps({'rc': p.returncode, 'wall': wall, 'rss': rss, 'err': p.stderr[-400:]}))")
+    code = (
+        "import resource, subprocess, sys, time, json\n"
+        "t = time.perf_counter()\n"
+        "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "wall = time.perf_counter() - t\n"
+        "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+        "print(json.dumps({'rc': p.returncode, 'wall': wall, 'rss': rss, 'err': p.stderr[-400:]}))"
+    )
     out = subprocess.run([PY, "-c", code, *cmd], cwd=cwd, capture_output=True, text=True, env=env)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     return res["wall"], res["rss"], "" if res["rc"] == 0 else res["err"]
@@ -80,16 +82,19 @@ def bench_overhead(device: str = "cpu", epochs: int = 20, repeats: int = 7) -> N
     """Same model, data, batch size, seed, threads; both evaluate val once per epoch."""
     import torch
     import torch.nn.functional as F
+    from hydra.utils import instantiate
 
-    from pdl_experiments.data import TensorLoader
     from pdl_experiments.context import RunContext
+    from pdl_experiments.data import TensorLoader
     from pdl_experiments.techniques.base import ClassificationTask, classification_metrics
     from pdl_experiments.training.logger import RunLogger
 
-    from hydra.utils import instantiate
-
-    overrides = [f"trainer.max_epochs={epochs}", "trainer.progress=none", f"trainer.device={device}",
-                 "bn.diagnostics=false"]
+    overrides = [
+        f"trainer.max_epochs={epochs}",
+        "trainer.progress=none",
+        f"trainer.device={device}",
+        "bn.diagnostics=false",
+    ]
     cfg = compose(overrides)
     dev = torch.device(device)
     data = instantiate(cfg.dataset, _convert_="all").to(dev)
@@ -228,8 +233,13 @@ def bench_pruning(repeats: int = 30) -> None:
     dense = SmallCNN(info, BatchNormSpec()).eval()
     pruned = SmallCNN(info, BatchNormSpec()).eval()
     example = torch.rand(2, *info.in_shape)
-    pruner = tp.pruner.MetaPruner(pruned, example, importance=tp.importance.MagnitudeImportance(p=1),
-                                  pruning_ratio=0.5, ignored_layers=[pruned.classifier[-1]])
+    pruner = tp.pruner.MetaPruner(
+        pruned,
+        example,
+        importance=tp.importance.MagnitudeImportance(p=1),
+        pruning_ratio=0.5,
+        ignored_layers=[pruned.classifier[-1]],
+    )
     pruner.step()
     sec = "5. pruning latency (SmallCNN on 8x8 digits, filter ratio 0.5, L1)"
     for bs in (1, 256):
@@ -246,8 +256,6 @@ def bench_pruning(repeats: int = 30) -> None:
             record(sec, f"{name} batch {bs}", 1000 * statistics.median(times), "ms")
         d, p = RESULTS[sec][f"dense batch {bs}"]["value"], RESULTS[sec][f"pruned batch {bs}"]["value"]
         record(sec, f"pruned / dense batch {bs}", p / d, "x")
-
-
 
 
 def bench_techniques(tmp: Path, full: bool) -> None:
@@ -296,21 +304,33 @@ def machine() -> dict:
 
     cpu = "?"
     try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))
+        cpu = next(
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def markdown_table(wall_s: float) -> str:
     """The results as a Markdown table (what docs/performance.md shows)."""
     m = machine()
-    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
-             f"Python {m['python']}, CUDA: {m['cuda'] or 'none'}. Bench wall time {wall_s:.0f} s.", "",
-             "| section | measure | value | unit | target |", "|---|---|---|---|---|"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
+        f"Python {m['python']}, CUDA: {m['cuda'] or 'none'}. Bench wall time {wall_s:.0f} s.",
+        "",
+        "| section | measure | value | unit | target |",
+        "|---|---|---|---|---|",
+    ]
     for sec, rows in RESULTS.items():
         for name, r in rows.items():
             v = r["value"]
@@ -321,8 +341,9 @@ def markdown_table(wall_s: float) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", nargs="*", default=None,
-                   help="overhead startup default data pruning techniques cuda")
+    p.add_argument(
+        "--only", nargs="*", default=None, help="overhead startup default data pruning techniques cuda"
+    )
     p.add_argument("--full-techniques", action="store_true", help="full default run per technique")
     p.add_argument("--out", default=str(REPO / "outputs" / "bench.json"))
     p.add_argument("--md", default=None, help="also write the table as Markdown to this file")
@@ -332,17 +353,25 @@ def main() -> None:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        steps = {"overhead": lambda: bench_overhead("cpu"), "startup": lambda: bench_startup(tmp),
-                 "default": lambda: bench_default_run(tmp), "data": bench_data,
-                 "pruning": bench_pruning, "techniques": lambda: bench_techniques(tmp, args.full_techniques),
-                 "cuda": bench_cuda}
+        steps = {
+            "overhead": lambda: bench_overhead("cpu"),
+            "startup": lambda: bench_startup(tmp),
+            "default": lambda: bench_default_run(tmp),
+            "data": bench_data,
+            "pruning": bench_pruning,
+            "techniques": lambda: bench_techniques(tmp, args.full_techniques),
+            "cuda": bench_cuda,
+        }
         for part in parts:
             print(f"[bench] {part} ...", flush=True)
             steps[part]()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine(), "results": RESULTS,
-                               "bench_wall_s": time.perf_counter() - t0}, indent=2))
+    out.write_text(
+        json.dumps(
+            {"machine": machine(), "results": RESULTS, "bench_wall_s": time.perf_counter() - t0}, indent=2
+        )
+    )
     print_table()
     if args.md:
         Path(args.md).write_text(markdown_table(time.perf_counter() - t0))

@@ -27,33 +27,58 @@ PRESETS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "bn_ablation": (
         "A deep plain net trains with batch norm and stalls without it; without BN the gradient "
         "vanishes on its way to the first layer.",
-        [("test/acc", "test acc"), ("bn/grad_ratio_first_last", "grad first/last"),
-         ("bn/act_std_last", "std of last layer's input")]),
+        [
+            ("test/acc", "test acc"),
+            ("bn/grad_ratio_first_last", "grad first/last"),
+            ("bn/act_std_last", "std of last layer's input"),
+        ],
+    ),
     "augmentation_study": (
         "Augmentation narrows the train-test gap on a small training set (150 digits).",
-        [("final/train_acc", "train acc"), ("test/acc", "test acc"),
-         ("final/train_test_gap", "train-test gap")]),
+        [
+            ("final/train_acc", "train acc"),
+            ("test/acc", "test acc"),
+            ("final/train_test_gap", "train-test gap"),
+        ],
+    ),
     "prune_sweep": (
         "Much of a network can be pruned with little loss in accuracy after fine-tuning; "
         "filter pruning makes it really smaller and faster.",
-        [("prune/acc_before", "acc dense"), ("prune/acc_pruned", "acc pruned"),
-         ("prune/acc_finetuned", "acc fine-tuned"), ("prune/sparsity", "params removed"),
-         ("prune/flops_share", "FLOPs left"), ("prune/latency_ratio", "latency b256 pruned/dense"),
-         ("prune/ckpt_share", "checkpoint size left")]),
+        [
+            ("prune/acc_before", "acc dense"),
+            ("prune/acc_pruned", "acc pruned"),
+            ("prune/acc_finetuned", "acc fine-tuned"),
+            ("prune/sparsity", "params removed"),
+            ("prune/flops_share", "FLOPs left"),
+            ("prune/latency_ratio", "latency b256 pruned/dense"),
+            ("prune/ckpt_share", "checkpoint size left"),
+        ],
+    ),
     "adv_eps": (
         "Small input shifts break a standard model; adversarial training at the same eps "
         "defends, at a small cost in clean accuracy.",
-        [("test/acc", "clean acc"), ("adv/robust_acc/grad", "course grad step @eps"),
-         ("adv/robust_acc/fgsm", "FGSM @eps"), ("adv/robust_acc/pgd", "PGD @eps"),
-         ]),
+        [
+            ("test/acc", "clean acc"),
+            ("adv/robust_acc/grad", "course grad step @eps"),
+            ("adv/robust_acc/fgsm", "FGSM @eps"),
+            ("adv/robust_acc/pgd", "PGD @eps"),
+        ],
+    ),
     "attention_length": (
         "Seq2seq forgets long inputs; attention and the Transformer do not (reverse task).",
-        [("test/token_acc", "token acc"), ("test/seq_acc", "sequence acc")]),
+        [("test/token_acc", "token acc"), ("test/seq_acc", "sequence acc")],
+    ),
     "nas_vs_random": (
         "A searched DARTS cell does at least as well as a random one.",
-        [("test/acc", "test acc"), ("test/loss", "test loss"), ("params", "params"),
-         ("nas/alpha_entropy_start", "alpha entropy start"),
-         ("nas/alpha_entropy_end", "alpha entropy end"), ("nas/skip_count", "skip edges")]),
+        [
+            ("test/acc", "test acc"),
+            ("test/loss", "test loss"),
+            ("params", "params"),
+            ("nas/alpha_entropy_start", "alpha entropy start"),
+            ("nas/alpha_entropy_end", "alpha entropy end"),
+            ("nas/skip_count", "skip edges"),
+        ],
+    ),
 }
 
 
@@ -72,7 +97,7 @@ def fmt(v: str) -> str:
 def table(csv_path: Path, metrics: list[tuple[str, str]]) -> list[str]:
     rows = list(csv.DictReader(csv_path.open()))
     header = list(rows[0]) if rows else []
-    axes = header[1:header.index("status")] if "status" in header else []
+    axes = header[1 : header.index("status")] if "status" in header else []
     varying = [a for a in axes if len({r[a] for r in rows}) > 1]
     common = [f"{a}={rows[0][a]}" for a in axes if a not in varying and rows[0][a]]
     present = [(k, t) for k, t in metrics if k in header]
@@ -117,10 +142,14 @@ def main() -> None:
     ap.add_argument("--readme", default=None, help="rewrite the measured section of this README")
     args = ap.parse_args()
     root_p, out_p = Path(args.root), Path(args.out)
-    lines = ["# REPORT: the course's claims, measured", "",
-             "Made by `scripts/reproduce_all.sh` on the bundled data. Each section is one preset",
-             "sweep (`pdl-run -m experiment=<name>`); the full table with every metric is the",
-             "sweep's summary.md.", ""]
+    lines = [
+        "# REPORT: the course's claims, measured",
+        "",
+        "Made by `scripts/reproduce_all.sh` on the bundled data. Each section is one preset",
+        "sweep (`pdl-run -m experiment=<name>`); the full table with every metric is the",
+        "sweep's summary.md.",
+        "",
+    ]
     lines += timings_line(root_p) + sections(root_p, out_p, plots=True)
     out_p.write_text("\n".join(lines) + "\n")
     print(f"wrote {out_p}")

@@ -45,5 +45,11 @@ def run_small(tmp_path: Path, overrides: list[str] | None = None, name: str = "r
 
 def pdl_run(args, cwd, timeout=240, env=None):
     """`python -m pdl_experiments.cli <args>` in cwd; returns the CompletedProcess."""
-    return subprocess.run([PY, "-m", "pdl_experiments.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=env or ENV)
+    return subprocess.run(
+        [PY, "-m", "pdl_experiments.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or ENV,
+    )

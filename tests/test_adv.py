@@ -63,7 +63,7 @@ def test_attack_stays_in_ball_and_range_and_raises_loss(standard, name):
 
 def test_pgd_at_least_as_strong_as_fgsm_and_seeded(standard):
     _, _, model, x, y = standard
-    gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    gen = lambda: torch.Generator().manual_seed(1)
     x_pgd = perturb(model, x, y, _spec("pgd"), gen())
     assert torch.equal(x_pgd, perturb(model, x, y, _spec("pgd"), gen()))
     x_fgsm = perturb(model, x, y, _spec("fgsm"))
@@ -133,9 +133,17 @@ def test_adversarial_training_step_keeps_train_mode(standard):
 
 # All three phases (baseline, train, surrogate), small: 586 training images each for the
 # target and the attacker, 10 batches per epoch.
-SMALL_DEFENCE = FAST + ["trainer.max_epochs=3", "adv.surrogate_epochs=2", "adv.eval_eps=[0,0.2]",
-                        "adv.train=true", "adv.epsilon=0.2", "adv.blackbox=true", "adv.grid=4",
-                        "adv.pgd_steps=5", "adv.surrogate_data=queries"]
+SMALL_DEFENCE = FAST + [
+    "trainer.max_epochs=3",
+    "adv.surrogate_epochs=2",
+    "adv.eval_eps=[0,0.2]",
+    "adv.train=true",
+    "adv.epsilon=0.2",
+    "adv.blackbox=true",
+    "adv.grid=4",
+    "adv.pgd_steps=5",
+    "adv.surrogate_data=queries",
+]
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +153,14 @@ def defence(tmp_path_factory):
 
 def test_defence_and_blackbox_run(defence):
     metrics, run_dir = defence
-    for key in ("adv/baseline/robust_acc/fgsm", "adv/robust_acc/pgd", "adv/robust_gain/fgsm",
-                "adv/clean_drop", "val/robust_acc", "adv/surrogate/queries"):
+    for key in (
+        "adv/baseline/robust_acc/fgsm",
+        "adv/robust_acc/pgd",
+        "adv/robust_gain/fgsm",
+        "adv/clean_drop",
+        "val/robust_acc",
+        "adv/surrogate/queries",
+    ):
         assert key in metrics
     assert metrics["adv/robust_gain/fgsm"] > 0  # even 3 epochs of the defence help
     assert 0 < metrics["adv/transfer_success@0.2"] < metrics["adv/whitebox_success@0.2"]

@@ -9,8 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import compose
-
 from pdl_experiments.data import DataError
 from pdl_experiments.data.sequences import PAD, load_copy, load_reverse, load_sort
 from pdl_experiments.models.attention import (
@@ -22,18 +20,26 @@ from pdl_experiments.models.attention import (
 from pdl_experiments.models.seq2seq import Seq2Seq
 from pdl_experiments.models.transformer import Transformer
 
+from helpers import compose
+
 SMALL = dict(length=8, vocab=6, n_train=300, n_val=50, n_test=50)
 # A short reverse task a model learns in a few CPU seconds.
-QUICK = ["technique=attention", "dataset.length=8", "dataset.vocab=8", "dataset.n_train=1500",
-         "dataset.n_val=200", "dataset.n_test=200", "trainer.batch_size=32"]
+QUICK = [
+    "technique=attention",
+    "dataset.length=8",
+    "dataset.vocab=8",
+    "dataset.n_train=1500",
+    "dataset.n_val=200",
+    "dataset.n_test=200",
+    "trainer.batch_size=32",
+]
 
 
 def _models(info):
     return {
         "seq2seq": Seq2Seq(info, hidden=32),
         "seq2seq_bidirectional": Seq2Seq(info, hidden=32, bidirectional=True),
-        "seq2seq_attention_dot": Seq2Seq(info, hidden=32, attention=True, score="dot",
-                                         bidirectional=True),
+        "seq2seq_attention_dot": Seq2Seq(info, hidden=32, attention=True, score="dot", bidirectional=True),
         "seq2seq_attention_additive": Seq2Seq(info, hidden=32, attention=True, score="additive"),
         "transformer": Transformer(info, d_model=32, heads=4, layers=2, d_ff=64),
     }
@@ -159,12 +165,15 @@ def test_sequence_models_refuse_image_data():
 
 
 # ---------------------------------------------------------------------------- config
-@pytest.mark.parametrize("overrides,match", [
-    (["technique=attention", "dataset=digits"], "needs a sequence dataset"),
-    (["technique=attention", "model=cnn"], "needs a sequence model"),
-    (["technique=attention", "attention.heatmaps=-1"], "attention.heatmaps=-1"),
-    (["technique=attention", "dataset.length=0"], "dataset.length=0"),
-])
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (["technique=attention", "dataset=digits"], "needs a sequence dataset"),
+        (["technique=attention", "model=cnn"], "needs a sequence model"),
+        (["technique=attention", "attention.heatmaps=-1"], "attention.heatmaps=-1"),
+        (["technique=attention", "dataset.length=0"], "dataset.length=0"),
+    ],
+)
 def test_bad_settings_fail_before_training(small_run, overrides, match):
     with pytest.raises(Exception, match=match):
         small_run(overrides)
@@ -183,8 +192,9 @@ def test_length_sweep_preset_composes():
     from hydra import initialize_config_module
 
     with initialize_config_module(config_module="pdl_experiments.configs", version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=["experiment=attention_length"],
-                            return_hydra_config=True)
+        cfg = hydra_compose(
+            config_name="config", overrides=["experiment=attention_length"], return_hydra_config=True
+        )
     assert cfg.technique == "attention"
     params = cfg.hydra.sweeper.params
     assert set(params["model"].split(",")) == {"seq2seq", "seq2seq_attention", "transformer"}
@@ -210,8 +220,9 @@ def test_attention_learns_reverse_along_the_anti_diagonal(small_run):
 
     from pdl_experiments.loading import evaluate_run
 
-    metrics, run_dir = small_run([*QUICK, "model=seq2seq_attention", "dataset.length=6",
-                                  "trainer.max_epochs=8"])
+    metrics, run_dir = small_run(
+        [*QUICK, "model=seq2seq_attention", "dataset.length=6", "trainer.max_epochs=8"]
+    )
     assert metrics["test/token_acc"] > 0.95, metrics
     assert metrics["test/attn_align_pm1"] > 0.8, metrics
 
@@ -241,4 +252,3 @@ def test_transformer_attends_to_the_mirrored_position(small_run):
     hits = {name: float((off == 0).float().mean()) for name, off in offsets.items()}
     assert max(hits.values()) > 0.8, hits
     assert metrics["test/attn_align"] == pytest.approx(max(hits.values()), abs=0.05)
-

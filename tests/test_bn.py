@@ -52,8 +52,9 @@ def test_course_layer_matches_torch_except_running_var(dims):
     # every batch's contribution differs by n/(n-1), while the initial 1 decays alike (0.9^k).
     n, k = _values_per_channel(xs[0]), len(xs)
     decayed_init = 0.9**k
-    torch.testing.assert_close(ref.running_var - decayed_init,
-                               (course.running_var - decayed_init) * n / (n - 1))
+    torch.testing.assert_close(
+        ref.running_var - decayed_init, (course.running_var - decayed_init) * n / (n - 1)
+    )
     assert not torch.allclose(ref.running_var, course.running_var, rtol=1e-6, atol=0)
 
     ref.eval(), course.eval()
@@ -112,8 +113,10 @@ def test_gamma_and_beta_are_learned_like_any_parameter(impl):
     assert len(norms) == 3 and all(isinstance(m, CourseBatchNorm) == (impl == "course") for m in norms)
     params = set(map(id, model.parameters()))
     assert all(id(m.weight) in params and id(m.bias) in params for m in norms)
-    assert all(name.endswith(("running_mean", "running_var", "num_batches_tracked", "mean", "std"))
-               for name, _ in model.named_buffers())  # E and Var are buffers, not learned
+    assert all(
+        name.endswith(("running_mean", "running_var", "num_batches_tracked", "mean", "std"))
+        for name, _ in model.named_buffers()
+    )  # E and Var are buffers, not learned
     before = [(m.weight.clone(), m.bias.clone()) for m in norms]
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
@@ -151,11 +154,11 @@ def test_diagnostics_land_in_metrics_json_and_tensorboard(small_run):
 
     metrics, run_dir = small_run([*SMALL, "bn.impl=course"])
     saved = json.loads((run_dir / "metrics.json").read_text())
-    for key in ("bn/grad_ratio_first_last", "bn/act_std_last", "bn/grad_norm_first",
-                "bn/grad_norm_last"):
+    for key in ("bn/grad_ratio_first_last", "bn/act_std_last", "bn/grad_norm_first", "bn/grad_norm_last"):
         assert key in saved and saved[key] > 0
     assert saved["bn/grad_ratio_first_last"] == pytest.approx(
-        saved["bn/grad_norm_first"] / saved["bn/grad_norm_last"])
+        saved["bn/grad_norm_first"] / saved["bn/grad_norm_last"]
+    )
 
     ea = _events(run_dir)
     layers = ["00_features.0", "01_features.3", "02_features.6", "03_fc"]  # forward order
@@ -209,11 +212,16 @@ def test_plain_deep_trains_with_bn_and_stalls_without(small_run, seed):
     assert without["bn/grad_ratio_first_last"] <= 0.01 * with_bn["bn/grad_ratio_first_last"]
 
 
-@pytest.mark.parametrize("override, key", [("bn.momentum=1.5", "bn.momentum"),
-                                           ("bn.eps=0", "bn.eps"),
-                                           ("bn.probe_size=1", "bn.probe_size"),
-                                           ("model.init=xavier", "model.init"),
-                                           ("model.depth=0", "model.depth")])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("bn.momentum=1.5", "bn.momentum"),
+        ("bn.eps=0", "bn.eps"),
+        ("bn.probe_size=1", "bn.probe_size"),
+        ("model.init=xavier", "model.init"),
+        ("model.depth=0", "model.depth"),
+    ],
+)
 def test_bad_values_fail_with_one_line_naming_the_key(small_run, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
         small_run(["model=plain_deep", "trainer.max_epochs=1", override])
@@ -224,8 +232,7 @@ def test_ablation_preset_sweeps_bn_against_the_learning_rate():
     from hydra import compose, initialize_config_module
 
     with initialize_config_module(config_module="pdl_experiments.configs", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["experiment=bn_ablation"],
-                      return_hydra_config=True)
+        cfg = compose(config_name="config", overrides=["experiment=bn_ablation"], return_hydra_config=True)
     assert cfg.technique == "bn" and cfg.model._target_.endswith("PlainDeep")
     params = cfg.hydra.sweeper.params
     assert params["bn.enabled"] == "true,false" and len(params["optimizer.lr"].split(",")) == 3

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import REPO, compose
 from pdl_experiments.config import ConfigError, base_yaml, typed
+
+from helpers import REPO, compose
 
 
 def test_base_yaml_matches_the_dataclass_schema():
     assert (REPO / "configs" / "base.yaml").read_text() == base_yaml(), (
-        "configs/base.yaml is stale: run `python -m pdl_experiments.config`")
+        "configs/base.yaml is stale: run `python -m pdl_experiments.config`"
+    )
 
 
 def test_typed_converts_and_names_the_key():
@@ -28,11 +30,14 @@ def test_typed_converts_and_names_the_key():
         typed(bad)
 
 
-@pytest.mark.parametrize("override,match", [
-    ("bn.impl=fast", r"bn\.impl=fast: Invalid value 'fast'"),
-    ("adv.eval_eps=[0.1,x]", r"adv\.eval_eps\[1\]=x: .*Float"),
-    ("trainer.amp=maybe", r"trainer\.amp=maybe"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("bn.impl=fast", r"bn\.impl=fast: Invalid value 'fast'"),
+        ("adv.eval_eps=[0.1,x]", r"adv\.eval_eps\[1\]=x: .*Float"),
+        ("trainer.amp=maybe", r"trainer\.amp=maybe"),
+    ],
+)
 def test_wrong_types_and_enums_fail_with_the_key(override, match):
     with pytest.raises(ConfigError, match=match):
         compose([override])

@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from pdl_experiments.data import DataError, DataSplits
-from pdl_experiments.data import vision
+from pdl_experiments.data import DataError, DataSplits, vision
 from pdl_experiments.data.digits import load_digits
 from pdl_experiments.data.image_folder import load_image_folder
 from pdl_experiments.data.vision import load_vision
@@ -40,9 +39,7 @@ def _pixels(rng: np.random.Generator, *shape: int) -> np.ndarray:
 
 
 def _write_idx(path: str, array: np.ndarray, gz: bool) -> None:
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
-        f">{array.ndim}i", *array.shape
-    )
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}i", *array.shape)
     payload = header + array.astype(np.uint8).tobytes()
     if gz:
         with gzip.open(path + ".gz", "wb") as f:

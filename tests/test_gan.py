@@ -7,13 +7,19 @@ import json
 import pytest
 import torch
 
-from helpers import compose, run_small
 from pdl_experiments.models.gan import GAN_MODELS
+
+from helpers import compose, run_small
 
 # A tiny budget: 300 training digits (10 GAN batches of 32, 5 judge batches of 64), a 2-epoch
 # judge, 3 GAN epochs.
-TINY = ["technique=gan", "dataset.subset=300", "gan.classifier_epochs=2", "trainer.max_epochs=3",
-        "gan.n_samples=200"]
+TINY = [
+    "technique=gan",
+    "dataset.subset=300",
+    "gan.classifier_epochs=2",
+    "trainer.max_epochs=3",
+    "gan.n_samples=200",
+]
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +54,13 @@ def test_gan_models_fit_every_image_size(name, shape):
     assert fake.min() >= 0 and fake.max() <= 1  # the dataset's pixel range
     assert gan.discriminator(fake).shape == (5,)
     # DCGAN init: conv/linear weights ~ N(0, 0.02)
-    w = torch.cat([m.weight.flatten() for m in gan.modules()
-                   if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d))])
+    w = torch.cat(
+        [
+            m.weight.flatten()
+            for m in gan.modules()
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d))
+        ]
+    )
     assert 0.015 < w.std().item() < 0.025
 
 
@@ -121,8 +132,15 @@ def test_tiny_run_outputs_scores_and_reloads(tmp_path, cache):
     from pdl_experiments.techniques.gan import GanTask
 
     metrics, run_dir = run_small(tmp_path, tiny(cache), name="first")
-    for key in ("gan/fid", "gan/fid_untrained", "gan/class_coverage", "gan/min_class_share",
-                "gan/mean_confidence", "gan/fid_real", "gan/judge_test_acc"):
+    for key in (
+        "gan/fid",
+        "gan/fid_untrained",
+        "gan/class_coverage",
+        "gan/min_class_share",
+        "gan/mean_confidence",
+        "gan/fid_real",
+        "gan/judge_test_acc",
+    ):
         assert key in metrics
     assert metrics["gan/judge_test_acc"] > 0.6  # 2 epochs on 300 digits: a usable judge
     assert metrics["gan/fid_untrained"] > metrics["gan/fid_real"]
@@ -137,8 +155,16 @@ def test_tiny_run_outputs_scores_and_reloads(tmp_path, cache):
 
     acc = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
     acc.Reload()
-    for tag in ("train/loss_D", "train/loss_G", "train/D_x", "train/D_G_z", "val/fid",
-                "val/class_coverage", "lr/D", "lr/G"):
+    for tag in (
+        "train/loss_D",
+        "train/loss_G",
+        "train/D_x",
+        "train/D_G_z",
+        "val/fid",
+        "val/class_coverage",
+        "lr/D",
+        "lr/G",
+    ):
         assert len(acc.Scalars(tag)) == 3, tag
     assert [e.step for e in acc.Images("gan/samples")] == [0, 1, 2, 3]  # untrained + per epoch
     assert "gan/samples_by_class" in acc.Tags()["images"]
@@ -160,10 +186,9 @@ def test_tiny_run_outputs_scores_and_reloads(tmp_path, cache):
 
 
 def test_dcgan_with_minimax_loss_runs(tmp_path, cache):
-    metrics, run_dir = run_small(tmp_path, tiny(cache, "model=dcgan", "gan.loss=minimax",
-                                                "trainer.max_epochs=1"))
+    metrics, run_dir = run_small(
+        tmp_path, tiny(cache, "model=dcgan", "gan.loss=minimax", "trainer.max_epochs=1")
+    )
     assert metrics["gan/fid"] > 0 and metrics["params/generator"] > 0
     ckpt = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
     assert ckpt["task"]["gan.generator.net.0.weight"].dim() == 4  # a transposed conv: the conv G
-
-

@@ -29,13 +29,20 @@ from pdl_experiments.training import load_checkpoint
 from helpers import compose, run_small
 
 ALL_OPS = list(OPS)
-DEFAULT_OPS = ["conv_3x3", "conv_5x5", "dil_conv_3x3", "max_pool_3x3", "avg_pool_3x3",
-               "skip_connect", "none"]
+DEFAULT_OPS = ["conv_3x3", "conv_5x5", "dil_conv_3x3", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "none"]
 # A small budget: 300 training images (2 x 150 in the search), 8 channels, 2 cells of 2
 # nodes, 2 search and 3 retrain epochs (a few seconds of CPU a run).
-SMALL = ["technique=nas", "dataset.subset=300", "nas.channels=8", "nas.nodes=2",
-         "nas.search_epochs=2", "nas.retrain_epochs=3", "nas.arch_lr=0.05", "optimizer.lr=0.01",
-         "trainer.num_threads=1"]
+SMALL = [
+    "technique=nas",
+    "dataset.subset=300",
+    "nas.channels=8",
+    "nas.nodes=2",
+    "nas.search_epochs=2",
+    "nas.retrain_epochs=3",
+    "nas.arch_lr=0.05",
+    "optimizer.lr=0.01",
+    "trainer.num_threads=1",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -48,8 +55,7 @@ def one_thread():
 
 
 def _info(shape):
-    return DataInfo("t", in_shape=shape, num_classes=10, mean=(0.5,) * shape[0],
-                    std=(0.25,) * shape[0])
+    return DataInfo("t", in_shape=shape, num_classes=10, mean=(0.5,) * shape[0], std=(0.25,) * shape[0])
 
 
 # -- search space --------------------------------------------------------------------------
@@ -82,8 +88,11 @@ def test_unknown_op_names_the_allowed_ones():
 
     with pytest.raises(Exception) as err:
         compose(["technique=nas", "nas.ops=[conv_3x3,conv_7x7]"])
-    assert re.fullmatch(r"nas.ops\[1\]=conv_7x7: Invalid value "
-                        r"'conv_7x7', expected one of \[conv_3x3, .*, none\]", one_line(err.value))
+    assert re.fullmatch(
+        r"nas.ops\[1\]=conv_7x7: Invalid value "
+        r"'conv_7x7', expected one of \[conv_3x3, .*, none\]",
+        one_line(err.value),
+    )
 
 
 def test_derive_keeps_two_strongest_edges_per_node_ignoring_none():
@@ -94,13 +103,12 @@ def test_derive_keeps_two_strongest_edges_per_node_ignoring_none():
     w[3] = torch.tensor([0.6, 0.3, 0.1])
     w[4] = torch.tensor([0.1, 0.8, 0.1])
     genotype = derive_genotype(w, ops, nodes=2)
-    assert genotype == [[["conv_3x3", 0], ["skip_connect", 1]],
-                        [["conv_3x3", 1], ["skip_connect", 2]]]
+    assert genotype == [[["conv_3x3", 0], ["skip_connect", 1]], [["conv_3x3", 1], ["skip_connect", 2]]]
     assert skip_count(genotype) == 2
 
 
 def test_random_genotype_is_seeded_and_inside_the_space():
-    draw = lambda s: random_genotype(DEFAULT_OPS, 4, torch.Generator().manual_seed(s))  # noqa: E731
+    draw = lambda s: random_genotype(DEFAULT_OPS, 4, torch.Generator().manual_seed(s))
     assert draw(3) == draw(3)
     assert draw(3) != draw(4)
     for j, node in enumerate(draw(5)):
@@ -116,8 +124,14 @@ def test_second_order_gradient_matches_the_exact_unrolled_gradient():
     from pdl_experiments.techniques.nas import SearchTask
 
     torch.manual_seed(0)
-    net = SearchNetwork(_info((1, 8, 8)), BatchNormSpec(), ["conv_3x3", "avg_pool_3x3",
-                        "skip_connect", "none"], nodes=2, cells=1, channels=3).double()
+    net = SearchNetwork(
+        _info((1, 8, 8)),
+        BatchNormSpec(),
+        ["conv_3x3", "avg_pool_3x3", "skip_connect", "none"],
+        nodes=2,
+        cells=1,
+        channels=3,
+    ).double()
     with torch.no_grad():
         net.alpha.normal_()
     task = SearchTask(net, arch_lr=0.1, second_order=True)
@@ -160,13 +174,20 @@ def _scalar_tags(run_dir):
 
 def test_search_derive_retrain(searched):
     metrics, run_dir = searched
-    for key in ("test/acc", "val/acc", "params", "nas/skip_count", "nas/alpha_entropy_start",
-                "nas/alpha_entropy_end", "nas/search_time_s", "nas/retrain_time_s"):
+    for key in (
+        "test/acc",
+        "val/acc",
+        "params",
+        "nas/skip_count",
+        "nas/alpha_entropy_start",
+        "nas/alpha_entropy_end",
+        "nas/search_time_s",
+        "nas/retrain_time_s",
+    ):
         assert key in metrics, key
     assert metrics["test/acc"] > 0.3
     assert metrics["nas/alpha_entropy_end"] < metrics["nas/alpha_entropy_start"]
-    assert metrics["nas/alpha_entropy_start"] == pytest.approx(torch.log(torch.tensor(7.0)).item(),
-                                                               abs=1e-3)
+    assert metrics["nas/alpha_entropy_start"] == pytest.approx(torch.log(torch.tensor(7.0)).item(), abs=1e-3)
 
     saved = json.loads((run_dir / "genotype.json").read_text())
     assert saved["source"] == "search" and len(saved["genotype"]) == 2
@@ -192,8 +213,8 @@ def test_search_derive_retrain(searched):
 
 def test_load_run_rebuilds_the_derived_network(searched):
     from pdl_experiments import load_run
-    from pdl_experiments.techniques.base import classification_metrics
     from pdl_experiments.data import TensorLoader
+    from pdl_experiments.techniques.base import classification_metrics
 
     metrics, run_dir = searched
     loaded = load_run(run_dir)
@@ -225,8 +246,10 @@ def test_bad_values_fail_before_training(tmp_path):
 
 
 def test_second_order_search_runs_through_the_trainer(tmp_path):
-    metrics, run_dir = run_small(tmp_path, SMALL + ["nas.second_order=true", "nas.cells=1",
-                                                    "nas.search_epochs=1", "nas.retrain_epochs=1"])
+    metrics, run_dir = run_small(
+        tmp_path,
+        SMALL + ["nas.second_order=true", "nas.cells=1", "nas.search_epochs=1", "nas.retrain_epochs=1"],
+    )
     assert metrics["nas/alpha_entropy_end"] < metrics["nas/alpha_entropy_start"]
     last = load_checkpoint(run_dir)  # the search was recorded, the retrain checkpointed at its end
     assert last["phases_done"] == ["search"] and last["phase"] == "retrain" and last["phase_complete"]

@@ -14,8 +14,13 @@ from helpers import run_small
 
 # Small and quick: 200 training images (4 batches), 1 + 2 epochs, one latency repeat, and
 # one thread (two threads on a busy 2-core machine mostly spin).
-FAST = ["dataset.subset=200", "trainer.max_epochs=1", "prune.finetune_epochs=2",
-        "prune.latency_repeats=1", "trainer.num_threads=1"]
+FAST = [
+    "dataset.subset=200",
+    "trainer.max_epochs=1",
+    "prune.finetune_epochs=2",
+    "prune.latency_repeats=1",
+    "trainer.num_threads=1",
+]
 LEVELS = {
     "weight": ["prune.level=weight", "prune.ratio=0.9"],
     "filter": ["prune.level=filter", "prune.ratio=0.5"],
@@ -83,16 +88,25 @@ def test_filter_level_removes_channels_and_reloads(tmp_path, model, criterion):
 
     extra = ["model.width=8"] if model == "resnet" else []
     extra += ["model.layout=[16,16,M,32,32,M]"] if model == "vgg" else []
-    metrics, run_dir = run_small(tmp_path, ["technique=prune", *FAST, "prune.finetune_epochs=1",
-                                            "prune.level=filter",
-                                            f"prune.criterion={criterion}", f"model={model}", *extra])
+    metrics, run_dir = run_small(
+        tmp_path,
+        [
+            "technique=prune",
+            *FAST,
+            "prune.finetune_epochs=1",
+            "prune.level=filter",
+            f"prune.criterion={criterion}",
+            f"model={model}",
+            *extra,
+        ],
+    )
     assert metrics["prune/conv_params_share"] <= 0.35
     assert metrics["prune/flops_share"] <= 0.35
     assert metrics["prune/params_after"] < 0.4 * metrics["prune/params_before"]
     loaded = load_run(run_dir)  # rebuilt from the checkpoint's tensor shapes
     assert count_params(loaded.model) == metrics["prune/params_after"]
     dense = build_model(loaded.cfg.model, loaded.data.info, BatchNormSpec())
-    convs = lambda m: [c for c in m.modules() if isinstance(c, nn.Conv2d)]  # noqa: E731
+    convs = lambda m: [c for c in m.modules() if isinstance(c, nn.Conv2d)]
     assert [c.out_channels for c in convs(loaded.model)] == [c.out_channels // 2 for c in convs(dense)]
     from pdl_experiments.loading import evaluate_run
 
@@ -107,8 +121,11 @@ def test_layer_level_drops_a_block_and_beats_random(clean):
     loaded = load_run(run_dir)
     identities = [i for i, b in enumerate(loaded.model.blocks) if isinstance(b, nn.Identity)]
     assert len(identities) == 1
-    scores = {int(k.rsplit("/", 1)[1]): v for k, v in metrics.items()
-              if k.startswith("prune/val_acc_without_block/")}
+    scores = {
+        int(k.rsplit("/", 1)[1]): v
+        for k, v in metrics.items()
+        if k.startswith("prune/val_acc_without_block/")
+    }
     assert set(scores) == {0, 1, 3, 5}  # the blocks with an identity shortcut
     assert scores[identities[0]] == max(scores.values())  # the criterion's choice
     assert "prune/acc_random_block" in metrics
@@ -134,8 +151,11 @@ class _KillWhenPruned:
             return
         params = sum(p.numel() for p in module.parameters())
         self.dense_params = self.dense_params or params
-        pruned = (params < self.dense_params or any(hasattr(m, "weight_mask") for m in module.modules())
-                  or any(isinstance(b, nn.Identity) for b in getattr(module, "blocks", [])))
+        pruned = (
+            params < self.dense_params
+            or any(hasattr(m, "weight_mask") for m in module.modules())
+            or any(isinstance(b, nn.Identity) for b in getattr(module, "blocks", []))
+        )
         if pruned:
             self.seen += 1
             if self.seen == self.after:
@@ -162,18 +182,42 @@ def test_resume_in_finetune_phase_matches_uninterrupted(tmp_path, clean, level):
     assert ckpt["phase"] == "finetune" and not ckpt["phase_complete"]
 
     got, _ = run_small(tmp_path, [*overrides, f"trainer.resume={tmp_path / 'killed'}"], "resumed")
-    for key in ("test/acc", "prune/acc_before", "prune/acc_pruned", "prune/nonzero_after",
-                "prune/params_after"):
+    for key in (
+        "test/acc",
+        "prune/acc_before",
+        "prune/acc_pruned",
+        "prune/nonzero_after",
+        "prune/params_after",
+    ):
         assert got[key] == expected[key], key
     assert got["val/loss"] == pytest.approx(expected["val/loss"], rel=1e-5)
 
 
 def test_iterations_and_from_run(tmp_path):
-    source, source_dir = run_small(tmp_path, ["technique=bn", "bn.diagnostics=false", "dataset.subset=200",
-                                              "trainer.max_epochs=1", "trainer.num_threads=1"], "source")
-    metrics, run_dir = run_small(tmp_path, ["technique=prune", *FAST, f"prune.from_run={source_dir}",
-                                            "prune.level=weight", "prune.ratio=0.75", "prune.iterations=2",
-                                            "prune.finetune_epochs=1"], "pruned")
+    source, source_dir = run_small(
+        tmp_path,
+        [
+            "technique=bn",
+            "bn.diagnostics=false",
+            "dataset.subset=200",
+            "trainer.max_epochs=1",
+            "trainer.num_threads=1",
+        ],
+        "source",
+    )
+    metrics, run_dir = run_small(
+        tmp_path,
+        [
+            "technique=prune",
+            *FAST,
+            f"prune.from_run={source_dir}",
+            "prune.level=weight",
+            "prune.ratio=0.75",
+            "prune.iterations=2",
+            "prune.finetune_epochs=1",
+        ],
+        "pruned",
+    )
     assert metrics["prune/acc_before"] == source["test/acc"]  # no training of its own
     assert metrics["prune/ckpt_bytes_before"] == (source_dir / "checkpoints" / "best.pt").stat().st_size
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
@@ -184,15 +228,18 @@ def test_iterations_and_from_run(tmp_path):
     assert "prune/acc_pruned_round1" in metrics and "prune/acc_pruned_round2" in metrics
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["prune.level=layer"], "model=resnet"),
-    (["prune.level=layer", "model=resnet", "prune.blocks=5"], "prune.blocks=5"),
-    (["prune.level=weight", "prune.criterion=activation"], "prune.criterion=activation"),
-    (["prune.level=filter", "prune.ratio=0.99"], "prune.ratio=0.99"),
-    (["prune.ratio=1.0"], "prune.ratio=1.0"),
-    (["prune.latency_repeats=0"], "prune.latency_repeats=0"),
-    (["prune.from_run=/nonexistent/run"], "prune.from_run=/nonexistent/run"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["prune.level=layer"], "model=resnet"),
+        (["prune.level=layer", "model=resnet", "prune.blocks=5"], "prune.blocks=5"),
+        (["prune.level=weight", "prune.criterion=activation"], "prune.criterion=activation"),
+        (["prune.level=filter", "prune.ratio=0.99"], "prune.ratio=0.99"),
+        (["prune.ratio=1.0"], "prune.ratio=1.0"),
+        (["prune.latency_repeats=0"], "prune.latency_repeats=0"),
+        (["prune.from_run=/nonexistent/run"], "prune.from_run=/nonexistent/run"),
+    ],
+)
 def test_bad_settings_fail_before_training(tmp_path, overrides, message):
     from pdl_experiments.config import ConfigError
 
@@ -218,11 +265,12 @@ def test_sweep_preset_composes():
 
 
 def test_bn_scales_pair_every_conv_with_its_norm():
-    from helpers import compose
     from hydra.utils import instantiate
 
     from pdl_experiments.models import BatchNormSpec, build_model
     from pdl_experiments.techniques.importance import bn_scales
+
+    from helpers import compose
 
     cfg = compose(["model=resnet", "model.width=8"])
     data = instantiate(cfg.dataset, _convert_="all")
@@ -235,5 +283,9 @@ def test_bn_scales_pair_every_conv_with_its_norm():
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert set(scales) == set(convs)  # the classifier has no norm after it
     block = model.blocks[2]  # conv1 -> bn1, conv2 -> bn2, shortcut conv -> shortcut bn
-    for conv, bn in [(block.conv1, block.bn1), (block.conv2, block.bn2), (block.shortcut[0], block.shortcut[1])]:
+    for conv, bn in [
+        (block.conv1, block.bn1),
+        (block.conv2, block.bn2),
+        (block.shortcut[0], block.shortcut[1]),
+    ]:
         assert torch.allclose(scales[conv], bn.weight.abs() / (bn.running_var + bn.eps).sqrt())

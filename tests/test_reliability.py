@@ -137,8 +137,18 @@ def test_atomic_save_never_leaves_half_a_file(tmp_path):
 # ---------------------------------------------------------------- divergence in a sweep
 def test_diverging_job_fails_alone_in_a_sweep(tmp_path):
     sweep = tmp_path / "sweep"
-    p = pdl_run(["-m", "optimizer=sgd", "optimizer.lr=0.05,1e9", "bn.enabled=false",
-                 "bn.diagnostics=false", "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}"], tmp_path)
+    p = pdl_run(
+        [
+            "-m",
+            "optimizer=sgd",
+            "optimizer.lr=0.05,1e9",
+            "bn.enabled=false",
+            "bn.diagnostics=false",
+            "trainer.max_epochs=2",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+    )
     assert p.returncode != 0
     rows = (sweep / "summary.csv").read_text().splitlines()
     assert len(rows) == 3
@@ -151,8 +161,12 @@ def test_diverging_job_fails_alone_in_a_sweep(tmp_path):
 # ---------------------------------------------------------------- concurrency and disk
 def test_two_runs_started_together_get_their_own_dirs(tmp_path):
     args = [PY, "-m", "pdl_experiments.cli", "trainer.max_epochs=1", "bn.diagnostics=false"]
-    procs = [subprocess.Popen(args, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            args, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     for p in procs:
         assert p.wait(timeout=240) == 0, p.stderr.read()
     runs = sorted(tmp_path.glob("outputs/runs/bn/*/*"))
@@ -164,7 +178,12 @@ def test_two_runs_started_together_get_their_own_dirs(tmp_path):
 def test_checkpoints_keep_last_and_best_only_by_default(tmp_path):
     _, run_dir = run_small(tmp_path, ["trainer.max_epochs=3", "bn.diagnostics=false"], "default")
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
-    _, run_dir = run_small(tmp_path, ["trainer.max_epochs=4", "trainer.keep=2",
-                                      "bn.diagnostics=false"], "keep2")
+    _, run_dir = run_small(
+        tmp_path, ["trainer.max_epochs=4", "trainer.keep=2", "bn.diagnostics=false"], "keep2"
+    )
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
-        "best.pt", "last.pt", "train_epoch0003.pt", "train_epoch0004.pt"]
+        "best.pt",
+        "last.pt",
+        "train_epoch0003.pt",
+        "train_epoch0004.pt",
+    ]

@@ -15,33 +15,77 @@ import subprocess
 
 import pytest
 import torch
-from helpers import ENV, PY, pdl_run, run_small
 
 from pdl_experiments.techniques import TECHNIQUES
 from pdl_experiments.training import Interrupted, Trainer
 
+from helpers import ENV, PY, pdl_run, run_small
+
 # Tiny settings of each technique, and the phases its recipe goes through with them.
 RECIPES = {
     "bn": (["trainer.max_epochs=3", "dataset.subset=300"], ["train"]),
-    "prune": (["dataset.subset=300", "trainer.max_epochs=2", "prune.level=filter", "prune.iterations=2",
-               "prune.finetune_epochs=2", "prune.latency_repeats=1"], ["train", "finetune1", "finetune2"]),
-    "adv": (["dataset.subset=300", "trainer.max_epochs=2", "adv.train=true", "adv.blackbox=true",
-             "adv.surrogate_data=queries", "adv.surrogate_epochs=2", "adv.eval_eps=[0,0.1]", "adv.pgd_steps=2",
-             "adv.grid=0"], ["baseline", "train", "surrogate"]),
-    "gan": (["dataset.subset=300", "gan.classifier_epochs=2", "trainer.max_epochs=2", "gan.n_samples=200"],
-            ["classifier", "gan"]),
-    "nas": (["dataset.subset=300", "nas.channels=8", "nas.nodes=2", "nas.search_epochs=2",
-             "nas.retrain_epochs=2"], ["search", "retrain"]),
-    "attention": (["dataset.length=8", "dataset.n_train=400", "dataset.n_val=100", "dataset.n_test=100",
-                   "model.hidden=32", "trainer.max_epochs=2"], ["train"]),
+    "prune": (
+        [
+            "dataset.subset=300",
+            "trainer.max_epochs=2",
+            "prune.level=filter",
+            "prune.iterations=2",
+            "prune.finetune_epochs=2",
+            "prune.latency_repeats=1",
+        ],
+        ["train", "finetune1", "finetune2"],
+    ),
+    "adv": (
+        [
+            "dataset.subset=300",
+            "trainer.max_epochs=2",
+            "adv.train=true",
+            "adv.blackbox=true",
+            "adv.surrogate_data=queries",
+            "adv.surrogate_epochs=2",
+            "adv.eval_eps=[0,0.1]",
+            "adv.pgd_steps=2",
+            "adv.grid=0",
+        ],
+        ["baseline", "train", "surrogate"],
+    ),
+    "gan": (
+        ["dataset.subset=300", "gan.classifier_epochs=2", "trainer.max_epochs=2", "gan.n_samples=200"],
+        ["classifier", "gan"],
+    ),
+    "nas": (
+        [
+            "dataset.subset=300",
+            "nas.channels=8",
+            "nas.nodes=2",
+            "nas.search_epochs=2",
+            "nas.retrain_epochs=2",
+        ],
+        ["search", "retrain"],
+    ),
+    "attention": (
+        [
+            "dataset.length=8",
+            "dataset.n_train=400",
+            "dataset.n_val=100",
+            "dataset.n_test=100",
+            "model.hidden=32",
+            "trainer.max_epochs=2",
+        ],
+        ["train"],
+    ),
 }
 CASES = [(t, p) for t in TECHNIQUES for p in RECIPES[t][1]]
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def overrides(technique: str, cache) -> list[str]:
-    return [f"technique={technique}", "trainer.num_threads=1", *RECIPES[technique][0],
-            f"gan.cache_dir={cache}"]  # a judge cache of the run's own: the judge trains in it
+    return [
+        f"technique={technique}",
+        "trainer.num_threads=1",
+        *RECIPES[technique][0],
+        f"gan.cache_dir={cache}",
+    ]  # a judge cache of the run's own: the judge trains in it
 
 
 def comparable(metrics: dict) -> dict:
@@ -69,7 +113,9 @@ def test_every_technique_has_its_phases_listed():
 
 
 @pytest.mark.parametrize("technique,phase", CASES, ids=[f"{t}-{p}" for t, p in CASES])
-def test_killed_in_each_phase_resumes_to_the_same_metrics(tmp_path, monkeypatch, uninterrupted, technique, phase):
+def test_killed_in_each_phase_resumes_to_the_same_metrics(
+    tmp_path, monkeypatch, uninterrupted, technique, phase
+):
     sig = SIGNALS[CASES.index((technique, phase)) % 2]
     fit, optimize = Trainer._fit, Trainer.optimize
     where: dict = {}
@@ -81,8 +127,11 @@ def test_killed_in_each_phase_resumes_to_the_same_metrics(tmp_path, monkeypatch,
     def optimize_then_signal(self, loss, name="default"):
         optimize(self, loss, name)
         # Epoch 2, batch 2 of the chosen phase: a real signal, caught by the run's handler.
-        if where["phase"] == phase and self.global_step - where["start"] == where["batches"] + 1 \
-                and not where.get("sent"):
+        if (
+            where["phase"] == phase
+            and self.global_step - where["start"] == where["batches"] + 1
+            and not where.get("sent")
+        ):
             where["sent"] = True
             os.kill(os.getpid(), sig)
 
@@ -101,8 +150,11 @@ def test_killed_in_each_phase_resumes_to_the_same_metrics(tmp_path, monkeypatch,
     assert last["phase"] == phase and not last["phase_complete"] and last["loop"]["batch"] == 2
     assert not (tmp_path / "killed" / "metrics.json").exists()
 
-    resumed, _ = run_small(tmp_path, [*overrides(technique, tmp_path / "cache"),
-                                      f"trainer.resume={tmp_path / 'killed'}"], name="resumed")
+    resumed, _ = run_small(
+        tmp_path,
+        [*overrides(technique, tmp_path / "cache"), f"trainer.resume={tmp_path / 'killed'}"],
+        name="resumed",
+    )
     expected = comparable(uninterrupted(technique))
     got = comparable(resumed)
     assert got.keys() == expected.keys()
@@ -113,8 +165,14 @@ def test_killed_in_each_phase_resumes_to_the_same_metrics(tmp_path, monkeypatch,
 def test_pdl_run_stops_on_a_signal_with_its_exit_code_and_resumes(tmp_path, sig):
     """The command line: a real pdl-run process, one signal, exit 128 + signum, resumable."""
     common = ["trainer.max_epochs=12", "trainer.progress=plain", "bn.diagnostics=false"]
-    proc = subprocess.Popen([PY, "-m", "pdl_experiments.cli", *common, f"hydra.run.dir={tmp_path / 'killed'}"],
-                            cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [PY, "-m", "pdl_experiments.cli", *common, f"hydra.run.dir={tmp_path / 'killed'}"],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     for line in proc.stdout:  # wait until training is under way
         if "epoch 3/12" in line:
             proc.send_signal(sig)
@@ -123,11 +181,12 @@ def test_pdl_run_stops_on_a_signal_with_its_exit_code_and_resumes(tmp_path, sig)
     assert proc.returncode == 128 + sig
     ckpt = torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=True)
     assert not ckpt["phase_complete"] and 3 <= ckpt["loop"]["epoch"] < 12
-    resumed = pdl_run(common + [f"trainer.resume={tmp_path / 'killed'}", f"hydra.run.dir={tmp_path / 'resumed'}"],
-                      tmp_path)
+    resumed = pdl_run(
+        common + [f"trainer.resume={tmp_path / 'killed'}", f"hydra.run.dir={tmp_path / 'resumed'}"], tmp_path
+    )
     assert resumed.returncode == 0, resumed.stderr
     clean = pdl_run(common + [f"hydra.run.dir={tmp_path / 'clean'}"], tmp_path)
     assert clean.returncode == 0, clean.stderr
-    read = lambda d: json.loads((tmp_path / d / "metrics.json").read_text())  # noqa: E731
+    read = lambda d: json.loads((tmp_path / d / "metrics.json").read_text())
     assert read("resumed")["test/acc"] == read("clean")["test/acc"]
     assert read("resumed")["val/loss"] == pytest.approx(read("clean")["val/loss"], rel=1e-6)

@@ -17,8 +17,16 @@ CONFIGS = REPO / "configs"
 
 # ---------------------------------------------------------------- composition
 def group_options():
-    for group in ("model", "dataset", "augmentation", "optimizer", "scheduler", "trainer",
-                  "technique", "experiment"):
+    for group in (
+        "model",
+        "dataset",
+        "augmentation",
+        "optimizer",
+        "scheduler",
+        "trainer",
+        "technique",
+        "experiment",
+    ):
         for f in sorted((CONFIGS / group).glob("*.yaml")):
             yield group, f.stem
 
@@ -34,8 +42,9 @@ def test_every_group_option_composes(group, option):
 def test_every_technique_runs_a_tiny_epoch(tmp_path, technique):
     """The registry is the list: each entry runs end to end with its quick settings."""
     small_data = "dataset.n_train=400" if technique == "attention" else "dataset.subset=300"
-    metrics, run_dir = run_small(tmp_path, [f"technique={technique}", small_data, "trainer.num_threads=1",
-                                            *QUICK[technique]])
+    metrics, run_dir = run_small(
+        tmp_path, [f"technique={technique}", small_data, "trainer.num_threads=1", *QUICK[technique]]
+    )
     assert json.loads((run_dir / "metrics.json").read_text()) == pytest.approx(metrics)
     assert (run_dir / "checkpoints" / "best.pt").is_file() and (run_dir / "checkpoints" / "last.pt").is_file()
     assert list(run_dir.glob("events.out.tfevents.*"))
@@ -46,8 +55,9 @@ def test_technique_options_live_under_their_own_key():
     assert cfg.technique == "prune" and cfg.prune.level == "filter"
 
 
-@pytest.mark.parametrize("override", ["trainer.max_epochs=abc", "trainer.nosuch=1", "model=nosuch",
-                                      "trainer.device=tpu"])
+@pytest.mark.parametrize(
+    "override", ["trainer.max_epochs=abc", "trainer.nosuch=1", "model=nosuch", "trainer.device=tpu"]
+)
 def test_bad_overrides_fail_at_composition(override):
     with pytest.raises(Exception):
         compose([override])
@@ -62,8 +72,10 @@ def _aug(**kw):
     return build_augmentation(cfg, (3, 16, 16))
 
 
-@pytest.mark.parametrize("op", [dict(crop_scale=0.5), dict(mirror=1.0), dict(rotation=30),
-                                dict(brightness=0.5), dict(saturation=0.9)])
+@pytest.mark.parametrize(
+    "op",
+    [dict(crop_scale=0.5), dict(mirror=1.0), dict(rotation=30), dict(brightness=0.5), dict(saturation=0.9)],
+)
 def test_each_augmentation_changes_images_and_keeps_range(op):
     torch.manual_seed(0)
     x = torch.rand(8, 3, 16, 16)
@@ -155,12 +167,12 @@ def test_same_seed_gives_identical_metrics(tmp_path):
 
 
 def test_non_finite_loss_stops_with_epoch_and_step(tmp_path):
-    from helpers import run_small
     from pdl_experiments.training import NonFiniteLossError
 
+    from helpers import run_small
+
     with pytest.raises(NonFiniteLossError, match=r"epoch \d+, step \d+"):
-        run_small(tmp_path, ["optimizer=sgd", "optimizer.lr=1e6", "bn.enabled=false",
-                             "bn.diagnostics=false"])
+        run_small(tmp_path, ["optimizer=sgd", "optimizer.lr=1e6", "bn.enabled=false", "bn.diagnostics=false"])
 
 
 # ---------------------------------------------------------------- the CLI
@@ -172,16 +184,18 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("pdl-run: error:"), p.stderr
         assert args[0].split("=")[0] in lines[0]
         assert not (tmp_path / "outputs" / "runs").exists() or not list(
-            (tmp_path / "outputs" / "runs").rglob("metrics.json"))
+            (tmp_path / "outputs" / "runs").rglob("metrics.json")
+        )
 
 
 def test_cfg_job_imports_no_torch(tmp_path):
-    code = ("import sys; sys.argv = ['pdl-run', '--cfg', 'job'];\n"
-            "from pdl_experiments import cli\n"
-            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules, 'torch imported'\nprint('NO_TORCH')")
-    p = subprocess.run([PY, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=ENV,
-                       timeout=60)
+    code = (
+        "import sys; sys.argv = ['pdl-run', '--cfg', 'job'];\n"
+        "from pdl_experiments import cli\n"
+        "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\nprint('NO_TORCH')"
+    )
+    p = subprocess.run([PY, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=60)
     assert "NO_TORCH" in p.stdout, p.stderr
     assert "technique: bn" in p.stdout
 
@@ -190,8 +204,16 @@ def test_multirun_makes_job_dirs_with_hparams_and_a_summary(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     sweep = tmp_path / "sweep"
-    p = pdl_run(["-m", "optimizer.lr=0.01,0.1", "trainer.max_epochs=1", "bn.diagnostics=false",
-                 f"hydra.sweep.dir={sweep}"], tmp_path)
+    p = pdl_run(
+        [
+            "-m",
+            "optimizer.lr=0.01,0.1",
+            "trainer.max_epochs=1",
+            "bn.diagnostics=false",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     jobs = sorted(d for d in sweep.iterdir() if d.is_dir())
     assert [d.name.split("_")[0] for d in jobs] == ["0", "1"]

@@ -15,8 +15,17 @@ def _jobs(sweep):
 
 def test_joblib_runs_jobs_at_once_in_distinct_dirs(tmp_path):
     sweep = tmp_path / "sweep"
-    p = pdl_run(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=0.01,0.1",
-                 *FAST, f"hydra.sweep.dir={sweep}"], tmp_path)
+    p = pdl_run(
+        [
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "optimizer.lr=0.01,0.1",
+            *FAST,
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     jobs = _jobs(sweep)
     assert len(jobs) == 2
@@ -30,8 +39,11 @@ def test_joblib_runs_jobs_at_once_in_distinct_dirs(tmp_path):
 
 def test_submitit_local_runs_a_two_job_sweep(tmp_path):
     sweep = tmp_path / "sweep"
-    p = pdl_run(["-m", "hydra/launcher=submitit_local", "optimizer.lr=0.01,0.1", *FAST,
-                 f"hydra.sweep.dir={sweep}"], tmp_path, timeout=600)
+    p = pdl_run(
+        ["-m", "hydra/launcher=submitit_local", "optimizer.lr=0.01,0.1", *FAST, f"hydra.sweep.dir={sweep}"],
+        tmp_path,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr
     jobs = _jobs(sweep)
     assert len(jobs) == 2 and all((j / "metrics.json").is_file() for j in jobs)
@@ -40,8 +52,9 @@ def test_submitit_local_runs_a_two_job_sweep(tmp_path):
 
 
 def test_pdl_report_over_single_runs(tmp_path):
-    from helpers import run_small
     from pdl_experiments.cli import report_main
+
+    from helpers import run_small
 
     for lr in (0.002, 0.01):
         run_small(tmp_path / "runs", [f"optimizer.lr={lr}", *FAST], name=f"lr{lr}")

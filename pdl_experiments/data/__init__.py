@@ -6,8 +6,9 @@ config's `dataset._target_` names the loader, so a user's own loader plugs in th
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 import torch
 
@@ -37,8 +38,8 @@ class DataSplits:
     test: tuple[torch.Tensor, torch.Tensor]
     info: DataInfo
 
-    def to(self, device: torch.device | str) -> "DataSplits":
-        move = lambda pair: tuple(t.to(device) for t in pair)  # noqa: E731
+    def to(self, device: torch.device | str) -> DataSplits:
+        move = lambda pair: tuple(t.to(device) for t in pair)
         return DataSplits(move(self.train), move(self.val), move(self.test), self.info)
 
     def sizes(self) -> dict[str, int]:
@@ -52,9 +53,7 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
-def stratified_split(
-    y: torch.Tensor, fractions: tuple[float, ...], seed: int
-) -> list[torch.Tensor]:
+def stratified_split(y: torch.Tensor, fractions: tuple[float, ...], seed: int) -> list[torch.Tensor]:
     """Split indices so each class is spread over the parts in the given fractions.
 
     Returns len(fractions) + 1 index tensors: one per fraction, then the remainder.
@@ -78,7 +77,7 @@ def stratified_split(
     return out
 
 
-def take_subset(x: torch.Tensor, y: torch.Tensor, n: Optional[int], seed: int):
+def take_subset(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int):
     """Keep n samples, stratified by class (all of them when n is None or too large)."""
     if n is None or n >= len(y):
         return x, y
@@ -101,8 +100,8 @@ class TensorLoader:
         y: torch.Tensor,
         batch_size: int,
         shuffle: bool = False,
-        generator: Optional[torch.Generator] = None,
-        transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        generator: torch.Generator | None = None,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         self.x, self.y = x, y
         self.batch_size = batch_size

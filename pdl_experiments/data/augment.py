@@ -6,7 +6,7 @@ batch would apply one draw to all of it).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -15,7 +15,7 @@ class AugmentationError(ValueError):
     """An augmentation that cannot apply to this data (one line, says what to do)."""
 
 
-def build_augmentation(cfg: Any, in_shape: tuple[int, ...]) -> Optional["Augment"]:
+def build_augmentation(cfg: Any, in_shape: tuple[int, ...]) -> Augment | None:
     """A callable over image batches (B, C, H, W), or None when every operation is off."""
     channels, h, w = in_shape
     if cfg.saturation > 0 and channels == 1:
@@ -24,8 +24,13 @@ def build_augmentation(cfg: Any, in_shape: tuple[int, ...]) -> Optional["Augment
             f"augmentation.saturation={cfg.saturation} does nothing to this 1-channel "
             "(grayscale) dataset; use it with a colour dataset or set augmentation.saturation=0"
         )
-    if (cfg.crop_scale >= 1.0 and cfg.mirror == 0 and cfg.rotation == 0
-            and cfg.brightness == 0 and cfg.saturation == 0):
+    if (
+        cfg.crop_scale >= 1.0
+        and cfg.mirror == 0
+        and cfg.rotation == 0
+        and cfg.brightness == 0
+        and cfg.saturation == 0
+    ):
         return None  # and skip importing torchvision's transforms (seconds on a small CPU)
     from torchvision.transforms import v2
 
@@ -37,8 +42,7 @@ def build_augmentation(cfg: Any, in_shape: tuple[int, ...]) -> Optional["Augment
     if cfg.rotation > 0:
         ops.append(v2.RandomRotation(cfg.rotation))
     if cfg.brightness > 0 or cfg.saturation > 0:
-        ops.append(v2.ColorJitter(brightness=cfg.brightness or None,
-                                  saturation=cfg.saturation or None))
+        ops.append(v2.ColorJitter(brightness=cfg.brightness or None, saturation=cfg.saturation or None))
     return Augment(v2.Compose(ops))
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from . import DataInfo, DataSplits, channel_stats, stratified_split, take_subset
@@ -12,7 +10,7 @@ from . import DataInfo, DataSplits, channel_stats, stratified_split, take_subset
 def load_digits(
     val_fraction: float = 0.15,
     test_fraction: float = 0.2,
-    subset: Optional[int] = None,
+    subset: int | None = None,
     seed: int = 0,
 ) -> DataSplits:
     from sklearn.datasets import load_digits as sk_digits
@@ -32,6 +30,4 @@ def load_digits(
         std=std,
         class_names=[str(i) for i in range(10)],
     )
-    return DataSplits(
-        (x_train, y_train), (x[val_idx], y[val_idx]), (x[test_idx], y[test_idx]), info
-    )
+    return DataSplits((x_train, y_train), (x[val_idx], y[val_idx]), (x[test_idx], y[test_idx]), info)

@@ -8,7 +8,6 @@ known, so each split is converted to float only once.
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import numpy as np
 import torch
@@ -35,14 +34,10 @@ def _class_dirs(root: str) -> list[str]:
         raise DataError(f"image folder {root} does not exist; set dataset.root ({_LAYOUT})")
     if not os.path.isdir(root):
         raise DataError(f"image folder {root} is not a directory; {_LAYOUT}")
-    classes = sorted(
-        e.name for e in os.scandir(root) if e.is_dir() and _visible(e.name)
-    )
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and _visible(e.name))
     if len(classes) < 2:
         found = f"only {classes[0]!r}" if classes else "none"
-        raise DataError(
-            f"image folder {root} needs at least 2 class folders, found {found}; {_LAYOUT}"
-        )
+        raise DataError(f"image folder {root} needs at least 2 class folders, found {found}; {_LAYOUT}")
     return classes
 
 
@@ -57,9 +52,7 @@ def _images_in(class_dir: str) -> list[str]:
             if _visible(f) and f.lower().endswith(IMAGE_EXTENSIONS)
         ]
     if not paths:
-        raise DataError(
-            f"class folder {class_dir} has no images (looked for {', '.join(IMAGE_EXTENSIONS)})"
-        )
+        raise DataError(f"class folder {class_dir} has no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
     return paths
 
 
@@ -92,7 +85,7 @@ def load_image_folder(
     grayscale: bool = False,
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
-    subset: Optional[int] = None,
+    subset: int | None = None,
     seed: int = 0,
 ) -> DataSplits:
     check_fraction("val_fraction", val_fraction)

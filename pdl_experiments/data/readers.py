@@ -19,8 +19,9 @@ import os
 import pickle
 import tempfile
 import zlib
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -50,7 +51,7 @@ class RawData(NamedTuple):
     class_names: list[str]
 
 
-def present(directory: str, filename: str, gz_ok: bool) -> Optional[str]:
+def present(directory: str, filename: str, gz_ok: bool) -> str | None:
     """Path of the file (or of its .gz when allowed), None when neither exists."""
     path = os.path.join(directory, filename)
     if os.path.isfile(path):
@@ -61,9 +62,7 @@ def present(directory: str, filename: str, gz_ok: bool) -> Optional[str]:
 
 
 def _corrupt(path: str, why: str) -> DataError:
-    return DataError(
-        f"{path} is corrupt or truncated ({why}); delete it and download again"
-    )
+    return DataError(f"{path} is corrupt or truncated ({why}); delete it and download again")
 
 
 def _checked_labels(labels: np.ndarray, num_classes: int, path: str) -> np.ndarray:
@@ -105,9 +104,7 @@ def _read_idx(path: str, reader: Callable[[str], torch.Tensor]) -> np.ndarray:
         return _run_idx_reader(reader, plain, path)
 
 
-def _run_idx_reader(
-    reader: Callable[[str], torch.Tensor], plain: str, shown: str
-) -> np.ndarray:
+def _run_idx_reader(reader: Callable[[str], torch.Tensor], plain: str, shown: str) -> np.ndarray:
     """reader(plain) as numpy; its failures name `shown`, the file the user has."""
     try:
         return reader(plain).numpy()
@@ -117,9 +114,7 @@ def _run_idx_reader(
         raise _corrupt(shown, one_line(err)) from None
 
 
-def _read_idx_pair(
-    directory: str, prefix: str, num_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _read_idx_pair(directory: str, prefix: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     # lazy: importing torchvision costs start-up time that only these datasets need
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
@@ -203,9 +198,7 @@ def _field(d: dict, key: str, path: str):
     return d[key]
 
 
-def _read_cifar_batch(
-    path: str, label_key: str, num_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _read_cifar_batch(path: str, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     d = _safe_unpickle(path)
     data = _field(d, "data", path)
     labels = np.asarray(_field(d, label_key, path))
@@ -240,7 +233,6 @@ def read_cifar(
     )
 
 
-
 # --------------------------------------------------------------------------------------
 # SVHN: MATLAB files
 # --------------------------------------------------------------------------------------
@@ -270,4 +262,3 @@ def read_svhn(directory: str) -> RawData:
     train = _read_svhn_mat(os.path.join(directory, "train_32x32.mat"))
     test = _read_svhn_mat(os.path.join(directory, "test_32x32.mat"))
     return RawData(*train, *test, [str(i) for i in range(10)])
-

@@ -16,8 +16,6 @@ are right-padded with PAD; the output always has as many real tokens as the inpu
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from . import DataError, DataInfo, DataSplits
@@ -45,7 +43,7 @@ def make_sequences(
     n_train: int = 5000,
     n_val: int = 500,
     n_test: int = 1000,
-    min_length: Optional[int] = None,
+    min_length: int | None = None,
     seed: int = 0,
 ) -> DataSplits:
     _check(task, length, vocab, n_train, n_val, n_test, min_length)
@@ -59,8 +57,14 @@ def make_sequences(
         in_shape=(length,),
         num_classes=vocab + FIRST_SYMBOL,
         class_names=["<pad>", "<bos>"] + [str(i) for i in range(vocab)],
-        extra={"task": task, "pad": PAD, "bos": BOS, "first_symbol": FIRST_SYMBOL,
-               "vocab": vocab, "min_length": min_length or length},
+        extra={
+            "task": task,
+            "pad": PAD,
+            "bos": BOS,
+            "first_symbol": FIRST_SYMBOL,
+            "vocab": vocab,
+            "min_length": min_length or length,
+        },
     )
     return DataSplits((x[:a], y[:a]), (x[a:b], y[a:b]), (x[b:], y[b:]), info)
 
@@ -104,8 +108,9 @@ def source_positions(task: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     raise DataError(f"unknown sequence task {task!r}: expected one of {', '.join(TASKS)}")
 
 
-def _distinct_sources(n: int, length: int, vocab: int, min_length: Optional[int],
-                      g: torch.Generator) -> torch.Tensor:
+def _distinct_sources(
+    n: int, length: int, vocab: int, min_length: int | None, g: torch.Generator
+) -> torch.Tensor:
     """n distinct random sources, in the order drawn (so splits share no sequence)."""
     rows: list[torch.Tensor] = []
     seen: set[tuple[int, ...]] = set()
@@ -121,18 +126,26 @@ def _distinct_sources(n: int, length: int, vocab: int, min_length: Optional[int]
                 rows.append(row)
                 if len(rows) == n:
                     return torch.stack(rows)
-    raise DataError(f"could not draw {n} distinct sequences of length <= {length} over "
-                    f"{vocab} symbols; raise dataset.length or dataset.vocab, or lower "
-                    "dataset.n_train/n_val/n_test")
+    raise DataError(
+        f"could not draw {n} distinct sequences of length <= {length} over "
+        f"{vocab} symbols; raise dataset.length or dataset.vocab, or lower "
+        "dataset.n_train/n_val/n_test"
+    )
 
 
 def _check(task, length, vocab, n_train, n_val, n_test, min_length) -> None:
     if task not in TASKS:
         raise DataError(f"unknown sequence task {task!r}: expected one of {', '.join(TASKS)}")
-    for key, value in (("length", length), ("vocab", vocab), ("n_train", n_train),
-                       ("n_val", n_val), ("n_test", n_test)):
+    for key, value in (
+        ("length", length),
+        ("vocab", vocab),
+        ("n_train", n_train),
+        ("n_val", n_val),
+        ("n_test", n_test),
+    ):
         if not isinstance(value, int) or value < 1:
             raise DataError(f"dataset.{key}={value}: expected an integer >= 1")
     if min_length is not None and not (isinstance(min_length, int) and 1 <= min_length <= length):
-        raise DataError(f"dataset.min_length={min_length}: expected null or an integer in "
-                        f"[1, dataset.length={length}]")
+        raise DataError(
+            f"dataset.min_length={min_length}: expected null or an integer in [1, dataset.length={length}]"
+        )

@@ -21,9 +21,9 @@ test split stays the test split.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Optional
 
 import torch
 
@@ -67,9 +67,9 @@ def assemble_splits(
     val: Pair,
     test: Pair,
     class_names: list[str],
-    subset: Optional[int],
+    subset: int | None,
     seed: int,
-    extra: Optional[dict] = None,
+    extra: dict | None = None,
 ) -> DataSplits:
     """uint8 splits -> DataSplits with float images and stats of the (subset) train split.
 
@@ -112,15 +112,13 @@ class _Source:
     gz_ok: bool = False  # a file may also be present as <file>.gz
 
 
-def _first_missing(src: _Source, directory: str) -> Optional[str]:
+def _first_missing(src: _Source, directory: str) -> str | None:
     return next((f for f in src.files if present(directory, f, src.gz_ok) is None), None)
 
 
 def _missing_error(src: _Source, directory: str, filename: str) -> DataError:
     alt = f" (or {filename}.gz)" if src.gz_ok else ""
-    return DataError(
-        f"{src.title} not found: expected {filename}{alt} in {directory}; {FIX_HINT}"
-    )
+    return DataError(f"{src.title} not found: expected {filename}{alt} in {directory}; {FIX_HINT}")
 
 
 def _download(src: _Source, root: str, directory: str) -> None:
@@ -153,7 +151,7 @@ def _torchvision_fetcher(class_name: str, *split_kwargs: dict) -> Callable[[str]
 
 
 def _split_official(
-    name: str, raw: RawData, val_fraction: float, subset: Optional[int], seed: int
+    name: str, raw: RawData, val_fraction: float, subset: int | None, seed: int
 ) -> DataSplits:
     """Validation is carved out of the official train split; the official test stays."""
     x = torch.from_numpy(raw.train_x)
@@ -177,9 +175,7 @@ def _split_official(
 _DIGIT_NAMES = [str(i) for i in range(10)]
 
 _IDX_FILES = tuple(
-    f"{split}-{kind}-ubyte"
-    for split in ("train", "t10k")
-    for kind in ("images-idx3", "labels-idx1")
+    f"{split}-{kind}-ubyte" for split in ("train", "t10k") for kind in ("images-idx3", "labels-idx1")
 )
 
 _CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -253,7 +249,7 @@ def load_vision(
     root: str = "data",
     download: bool = False,
     val_fraction: float = 0.1,
-    subset: Optional[int] = None,
+    subset: int | None = None,
     seed: int = 0,
 ) -> DataSplits:
     """The dataset `name` (a key of SOURCES) from its torchvision folder under root.

@@ -12,14 +12,13 @@ Masks are boolean and mean "may attend" (True) like F.scaled_dot_product_attenti
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from torch import nn
 
 
 def scaled_dot_product_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor] = None
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """q (..., T, d_k), k (..., S, d_k), v (..., S, d_v) -> out (..., T, d_v), weights (..., T, S)
 
@@ -39,7 +38,7 @@ def padding_mask(real: torch.Tensor) -> torch.Tensor:
     return real[:, None, None, :]
 
 
-def causal_mask(t: int, device: Optional[torch.device] = None) -> torch.Tensor:
+def causal_mask(t: int, device: torch.device | None = None) -> torch.Tensor:
     """(T, T) bool, lower triangle: a decoder position never looks at later outputs."""
     return torch.ones(t, t, dtype=torch.bool, device=device).tril()
 
@@ -58,8 +57,9 @@ class MultiHeadAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, query: torch.Tensor, memory: torch.Tensor,
-                mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, query: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """query (B, T, D), memory (B, S, D) -> out (B, T, D), weights (B, H, T, S)."""
         return self.attend(query, *self.project_memory(memory), mask)
 
@@ -70,8 +70,9 @@ class MultiHeadAttention(nn.Module):
         v = self.v(memory).view(b, s, self.heads, self.d_k).transpose(1, 2)
         return k, v
 
-    def attend(self, query: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-               mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def attend(
+        self, query: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """query (B, T, D), projected keys/values (B, H, S, d_k) -> (B, T, D), (B, H, T, S)."""
         b, t, d = query.shape
         q = self.q(query).view(b, t, self.heads, self.d_k).transpose(1, 2)  # (B, H, T, d_k)
@@ -96,8 +97,13 @@ class AdditiveAttention(nn.Module):
     def project(self, keys: torch.Tensor) -> torch.Tensor:  # (B, S, D_k) -> (B, S, d)
         return self.w_k(keys)
 
-    def forward(self, query: torch.Tensor, keys: torch.Tensor, projected: torch.Tensor,
-                mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        query: torch.Tensor,
+        keys: torch.Tensor,
+        projected: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """query (B, D_q), keys (B, S, D_k), projected (B, S, d) -> context (B, D_k), (B, S)."""
         scores = self.v(torch.tanh(self.w_q(query).unsqueeze(1) + projected)).squeeze(2)  # (B, S)
         if mask is not None:
@@ -117,8 +123,13 @@ class DotAttention(nn.Module):
     def project(self, keys: torch.Tensor) -> torch.Tensor:  # (B, S, D_k) -> (B, S, d)
         return self.w_k(keys)
 
-    def forward(self, query: torch.Tensor, keys: torch.Tensor, projected: torch.Tensor,
-                mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        query: torch.Tensor,
+        keys: torch.Tensor,
+        projected: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """query (B, D_q), keys (B, S, D_k), projected (B, S, d) -> context (B, D_k), (B, S)."""
         q = self.w_q(query).unsqueeze(1)  # (B, 1, d)
         m = None if mask is None else mask.unsqueeze(1)  # (B, 1, S)

@@ -16,7 +16,7 @@ A genotype is plain data, JSON- and checkpoint-friendly:
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -35,8 +35,7 @@ class ReLUConvBN(nn.Sequential):
     def __init__(self, c_in: int, c_out: int, k: int, norm: BatchNormSpec, dilation: int = 1):
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_out, k, padding=dilation * (k - 1) // 2, dilation=dilation,
-                      bias=norm.bias),
+            nn.Conv2d(c_in, c_out, k, padding=dilation * (k - 1) // 2, dilation=dilation, bias=norm.bias),
             norm(c_out, 2),
         )
 
@@ -47,8 +46,7 @@ class DilConv(nn.Sequential):
     def __init__(self, c: int, norm: BatchNormSpec, k: int = 3, dilation: int = 2):
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(c, c, k, padding=dilation * (k - 1) // 2, dilation=dilation, groups=c,
-                      bias=False),
+            nn.Conv2d(c, c, k, padding=dilation * (k - 1) // 2, dilation=dilation, groups=c, bias=False),
             nn.Conv2d(c, c, 1, bias=norm.bias),
             norm(c, 2),
         )
@@ -108,8 +106,7 @@ class MixedOp(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:  # weights (O,)
         # "none" adds zero: it only takes its share of the softmax, so skip computing it.
-        return sum(w * op(x) for name, w, op in zip(self.names, weights, self.ops)
-                   if name != "none")
+        return sum(w * op(x) for name, w, op in zip(self.names, weights, self.ops) if name != "none")
 
 
 # -- cells and the network ---------------------------------------------------------------
@@ -125,8 +122,16 @@ class Cell(nn.Module):
     search cell wires every pair, a derived cell only its genotype's.
     """
 
-    def __init__(self, c_prev_prev: int, c_prev: int, c: int, nodes: int, norm: BatchNormSpec,
-                 wiring: list[tuple[int, int]], edges: list[nn.Module]):
+    def __init__(
+        self,
+        c_prev_prev: int,
+        c_prev: int,
+        c: int,
+        nodes: int,
+        norm: BatchNormSpec,
+        wiring: list[tuple[int, int]],
+        edges: list[nn.Module],
+    ):
         super().__init__()
         self.pre0 = ReLUConvBN(c_prev_prev, c, 1, norm)
         self.pre1 = ReLUConvBN(c_prev, c, 1, norm)
@@ -134,13 +139,15 @@ class Cell(nn.Module):
         self.wiring = wiring
         self.edges = nn.ModuleList(edges)
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor,
-                weights: torch.Tensor | None = None) -> torch.Tensor:  # weights (E, O)
+    def forward(
+        self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> torch.Tensor:  # weights (E, O)
         states = [self.pre0(s0), self.pre1(s1)]  # each (B, C, H, W)
         for node in range(2, 2 + self.nodes):
             terms = [
                 edge(states[i]) if weights is None else edge(states[i], weights[k])
-                for k, ((n, i), edge) in enumerate(zip(self.wiring, self.edges)) if n == node
+                for k, ((n, i), edge) in enumerate(zip(self.wiring, self.edges))
+                if n == node
             ]
             states.append(sum(terms))
         return torch.cat(states[2:], dim=1)  # (B, nodes * C, H, W)
@@ -154,13 +161,19 @@ class DartsNetwork(nn.Module):
     (32 -> 16 -> 8 -> ...).
     """
 
-    def __init__(self, info: DataInfo, norm: BatchNormSpec, nodes: int, cells: int,
-                 channels: int, make_cell_edges: Callable[[int], tuple[list, list]]):
+    def __init__(
+        self,
+        info: DataInfo,
+        norm: BatchNormSpec,
+        nodes: int,
+        cells: int,
+        channels: int,
+        make_cell_edges: Callable[[int], tuple[list, list]],
+    ):
         super().__init__()
         c = channels
         self.normalize = Normalize(info.mean, info.std)
-        self.stem = nn.Sequential(nn.Conv2d(info.in_shape[0], c, 3, padding=1, bias=norm.bias),
-                                  norm(c, 2))
+        self.stem = nn.Sequential(nn.Conv2d(info.in_shape[0], c, 3, padding=1, bias=norm.bias), norm(c, 2))
         size = info.in_shape[1]
         c_prev_prev, c_prev = c, c
         self.cells = nn.ModuleList()
@@ -191,12 +204,20 @@ class DartsNetwork(nn.Module):
 class SearchNetwork(DartsNetwork):
     """The supernet: every edge a MixedOp; alpha (edges x ops) is shared by all cells."""
 
-    def __init__(self, info: DataInfo, norm: BatchNormSpec, ops: Sequence[str], nodes: int = 3,
-                 cells: int = 2, channels: int = 16):
+    def __init__(
+        self,
+        info: DataInfo,
+        norm: BatchNormSpec,
+        ops: Sequence[str],
+        nodes: int = 3,
+        cells: int = 2,
+        channels: int = 16,
+    ):
         ops = check_ops(ops)
         wiring = edge_inputs(nodes)
-        super().__init__(info, norm, nodes, cells, channels,
-                         lambda c: (wiring, [MixedOp(ops, c, norm) for _ in wiring]))
+        super().__init__(
+            info, norm, nodes, cells, channels, lambda c: (wiring, [MixedOp(ops, c, norm) for _ in wiring])
+        )
         self.ops = ops
         # Near-uniform start: every op gets the same chance, the entropy starts at its max.
         self.alpha = nn.Parameter(1e-3 * torch.randn(len(wiring), len(self.ops)))
@@ -214,8 +235,9 @@ class SearchNetwork(DartsNetwork):
 class DerivedNetwork(DartsNetwork):
     """The discrete network of a genotype: one op per kept edge, trained from scratch."""
 
-    def __init__(self, info: DataInfo, norm: BatchNormSpec, genotype: Genotype, cells: int = 2,
-                 channels: int = 16):
+    def __init__(
+        self, info: DataInfo, norm: BatchNormSpec, genotype: Genotype, cells: int = 2, channels: int = 16
+    ):
         genotype = [[[str(op), int(i)] for op, i in node] for node in genotype]
         check_ops([op for node in genotype for op, _ in node])
         wiring = [(2 + j, i) for j, node in enumerate(genotype) for _, i in node]
@@ -228,8 +250,7 @@ class DerivedNetwork(DartsNetwork):
 
 
 # -- genotypes -----------------------------------------------------------------------------
-def derive_genotype(weights: torch.Tensor, ops: Sequence[str], nodes: int,
-                    keep: int = 2) -> Genotype:
+def derive_genotype(weights: torch.Tensor, ops: Sequence[str], nodes: int, keep: int = 2) -> Genotype:
     """Per node, the `keep` incoming edges whose strongest non-none op is strongest, each
     with that op. weights: (E, O) softmax(alpha), rows in edge_inputs(nodes) order."""
     ops = list(ops)
@@ -238,7 +259,7 @@ def derive_genotype(weights: torch.Tensor, ops: Sequence[str], nodes: int,
     genotype, row = [], 0
     for j in range(nodes):
         n_in = 2 + j
-        best_w, best_op = w[row:row + n_in].max(dim=1)  # (n_in,)
+        best_w, best_op = w[row : row + n_in].max(dim=1)  # (n_in,)
         # Stable sort, so ties go to the earlier input and the result is deterministic.
         chosen = sorted(torch.sort(-best_w, stable=True).indices[:keep].tolist())
         genotype.append([[ops[real[best_op[i]]], i] for i in chosen])
@@ -246,8 +267,7 @@ def derive_genotype(weights: torch.Tensor, ops: Sequence[str], nodes: int,
     return genotype
 
 
-def random_genotype(ops: Sequence[str], nodes: int, generator: torch.Generator,
-                    keep: int = 2) -> Genotype:
+def random_genotype(ops: Sequence[str], nodes: int, generator: torch.Generator, keep: int = 2) -> Genotype:
     """A genotype drawn uniformly from the same space: `keep` distinct inputs, non-none ops."""
     real = [o for o in ops if o != "none"]
     genotype = []
@@ -268,5 +288,7 @@ def node_name(i: int) -> str:
 
 
 def format_genotype(genotype: Genotype) -> list[str]:
-    return [f"n{2 + j} = " + " + ".join(f"{op}({node_name(i)})" for op, i in node)
-            for j, node in enumerate(genotype)]
+    return [
+        f"n{2 + j} = " + " + ".join(f"{op}({node_name(i)})" for op, i in node)
+        for j, node in enumerate(genotype)
+    ]

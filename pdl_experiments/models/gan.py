@@ -15,7 +15,7 @@ N(0, 0.02) and BN scales from N(1, 0.02); `bn.enabled=false` removes the batch n
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -83,8 +83,8 @@ class ConvGenerator(nn.Module):
         self.seed_shape = (width * 2 ** (n - 1), h >> n, w >> n)
         ch, h0, w0 = self.seed_shape
         self.project = nn.Sequential(
-            nn.Linear(latent_dim, ch * h0 * w0, bias=norm.bias), norm(ch * h0 * w0, 1),
-            nn.ReLU(inplace=True))
+            nn.Linear(latent_dim, ch * h0 * w0, bias=norm.bias), norm(ch * h0 * w0, 1), nn.ReLU(inplace=True)
+        )
         layers: list[nn.Module] = []
         for i in range(n):
             last = i == n - 1
@@ -126,13 +126,17 @@ class ConvDiscriminator(nn.Module):
         return self.head(torch.flatten(self.features(self.normalize(x)), 1)).squeeze(1)
 
 
-def dcgan(info: DataInfo, norm: BatchNormSpec, latent_dim: int = 64, width: int = 64,
-          dropout: float = 0.0) -> GAN:
+def dcgan(
+    info: DataInfo, norm: BatchNormSpec, latent_dim: int = 64, width: int = 64, dropout: float = 0.0
+) -> GAN:
     """DCGAN-style conv pair; `width` is D's first and G's last hidden channel count,
     `dropout` is in D only."""
     _check_image(info)
-    return GAN(ConvGenerator(info, norm, latent_dim, width),
-               ConvDiscriminator(info, norm, width, dropout), latent_dim)
+    return GAN(
+        ConvGenerator(info, norm, latent_dim, width),
+        ConvDiscriminator(info, norm, width, dropout),
+        latent_dim,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -178,12 +182,20 @@ class MLPDiscriminator(nn.Module):
         return self.net(self.normalize(x)).squeeze(1)
 
 
-def mlp_gan(info: DataInfo, norm: BatchNormSpec, latent_dim: int = 64,
-            hidden: Sequence[int] = (256, 256), dropout: float = 0.0) -> GAN:
+def mlp_gan(
+    info: DataInfo,
+    norm: BatchNormSpec,
+    latent_dim: int = 64,
+    hidden: Sequence[int] = (256, 256),
+    dropout: float = 0.0,
+) -> GAN:
     """Fully connected pair; D's layers are G's in reverse order, `dropout` in D only."""
     _check_image(info)
-    return GAN(MLPGenerator(info, norm, latent_dim, hidden),
-               MLPDiscriminator(info, list(hidden)[::-1], dropout), latent_dim)
+    return GAN(
+        MLPGenerator(info, norm, latent_dim, hidden),
+        MLPDiscriminator(info, list(hidden)[::-1], dropout),
+        latent_dim,
+    )
 
 
 def _numel(shape: Sequence[int]) -> int:

@@ -18,8 +18,8 @@ therefore differ slightly too unless the running variances are synced
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -70,7 +70,7 @@ class BatchNormSpec:
     eps: float = 1e-5
 
     @classmethod
-    def from_config(cls, bn) -> "BatchNormSpec":
+    def from_config(cls, bn) -> BatchNormSpec:
         """From a run's `bn` section (BNConfig)."""
         return cls(bool(bn.enabled), str(bn.impl), float(bn.momentum), float(bn.eps))
 

@@ -28,8 +28,15 @@ class PlainDeep(nn.Module):
     mildly and trains without BN too, just more slowly.
     """
 
-    def __init__(self, info: DataInfo, norm: BatchNormSpec, depth: int = 10, width: int = 16,
-                 init: str = "normal", init_std: float = 0.01):
+    def __init__(
+        self,
+        info: DataInfo,
+        norm: BatchNormSpec,
+        depth: int = 10,
+        width: int = 16,
+        init: str = "normal",
+        init_std: float = 0.01,
+    ):
         super().__init__()
         if depth < 1 or width < 1:
             from ..config import ConfigError
@@ -38,8 +45,10 @@ class PlainDeep(nn.Module):
         if init not in INITS or init_std <= 0:
             from ..config import ConfigError
 
-            raise ConfigError(f"model.init={init} model.init_std={init_std}: expected init one of "
-                              f"{', '.join(INITS)} and init_std > 0")
+            raise ConfigError(
+                f"model.init={init} model.init_std={init_std}: expected init one of "
+                f"{', '.join(INITS)} and init_std > 0"
+            )
         self.normalize = Normalize(info.mean, info.std)
         layers: list[nn.Module] = []
         c = info.in_shape[0]

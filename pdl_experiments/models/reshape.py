@@ -24,8 +24,11 @@ def reshape_to_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor])
                 if target.shape == tensor.shape:
                     continue
                 new = torch.empty(target.shape, dtype=tensor.dtype, device=tensor.device)
-                store[name] = nn.Parameter(new, requires_grad=tensor.requires_grad) \
-                    if isinstance(tensor, nn.Parameter) else new
+                store[name] = (
+                    nn.Parameter(new, requires_grad=tensor.requires_grad)
+                    if isinstance(tensor, nn.Parameter)
+                    else new
+                )
         _sync_shape_attributes(module)
     return model
 

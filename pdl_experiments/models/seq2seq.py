@@ -16,7 +16,7 @@ few epochs (a left-to-right encoder gets there too, several times slower).
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -30,7 +30,7 @@ SCORES = ("dot", "additive")
 
 class Encoded(NamedTuple):
     states: torch.Tensor  # (B, S, H) every encoder state: the attention's values
-    keys: Optional[torch.Tensor]  # (B, S, d) the states projected once for scoring
+    keys: torch.Tensor | None  # (B, S, d) the states projected once for scoring
     real: torch.Tensor  # (B, S) bool, False on padding
 
 
@@ -45,8 +45,9 @@ class Seq2SeqModel(nn.Module):
     def __init__(self, info: DataInfo):
         super().__init__()
         if info.kind != "sequence":
-            raise ValueError(f"{type(self).__name__} needs a sequence dataset "
-                             f"(dataset=copy|reverse|sort), not {info.name}")
+            raise ValueError(
+                f"{type(self).__name__} needs a sequence dataset (dataset=copy|reverse|sort), not {info.name}"
+            )
         self.pad = int(info.extra.get("pad", 0))
         self.bos = int(info.extra.get("bos", 1))
         self.vocab_size = int(info.num_classes)
@@ -68,7 +69,7 @@ class Seq2Seq(Seq2SeqModel):
         info: DataInfo,
         norm=None,  # batch norm has no place in a recurrent net; accepted for the zoo's signature
         hidden: int = 64,
-        embed: Optional[int] = None,
+        embed: int | None = None,
         attention: bool = False,
         score: str = "dot",
         bidirectional: bool = False,
@@ -84,8 +85,9 @@ class Seq2Seq(Seq2SeqModel):
         if bidirectional and hidden % 2:
             raise ValueError(f"model.hidden={hidden} must be even for a bidirectional encoder")
         # Bidirectional: two half-width GRUs, so every encoder state is still `hidden` wide.
-        self.encoder = nn.GRU(embed, hidden // 2 if bidirectional else hidden,
-                              batch_first=True, bidirectional=bidirectional)
+        self.encoder = nn.GRU(
+            embed, hidden // 2 if bidirectional else hidden, batch_first=True, bidirectional=bidirectional
+        )
         ctx = hidden if attention else 0
         self.cell = nn.GRUCell(embed + ctx, hidden)
         if attention:
@@ -104,17 +106,18 @@ class Seq2Seq(Seq2SeqModel):
         # Packed, so padding never enters a state: the forward GRU stops at the last real
         # token and the backward one starts there.
         lengths = real.sum(1).clamp_min(1).cpu()
-        packed = pack_padded_sequence(self.dropout(self.embed(src)), lengths, batch_first=True,
-                                      enforce_sorted=False)
+        packed = pack_padded_sequence(
+            self.dropout(self.embed(src)), lengths, batch_first=True, enforce_sorted=False
+        )
         states, h_n = self.encoder(packed)  # h_n: (directions, B, H / directions)
-        states, _ = pad_packed_sequence(states, batch_first=True,
-                                        total_length=src.shape[1])  # (B, S, H)
+        states, _ = pad_packed_sequence(states, batch_first=True, total_length=src.shape[1])  # (B, S, H)
         final = torch.cat(list(h_n), dim=1)  # (B, H): all the decoder gets without attention
         keys = self.attend.project(states) if self.attention else None
         return Encoded(states, keys, real), final
 
-    def step(self, token: torch.Tensor, state: torch.Tensor,
-             enc: Encoded) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    def step(
+        self, token: torch.Tensor, state: torch.Tensor, enc: Encoded
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """One decoder step: token (B,), state (B, H) -> logits (B, V), state, attention (B, S)."""
         inp = self.dropout(self.embed(token))  # (B, E)
         if not self.attention:
@@ -139,7 +142,7 @@ class Seq2Seq(Seq2SeqModel):
         return logits, maps
 
     @torch.no_grad()
-    def generate(self, src: torch.Tensor, steps: Optional[int] = None) -> torch.Tensor:
+    def generate(self, src: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         enc, state = self.encode(src)
         token = torch.full_like(src[:, 0], self.bos)
         out = []

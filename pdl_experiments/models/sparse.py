@@ -11,7 +11,7 @@ resumes are exact. At 90% sparsity a checkpoint is about a fifth of the dense si
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -92,7 +92,7 @@ def _unpack_masked(module, state_dict, prefix, *args) -> None:
         dense, mask = unpack_sparse(state_dict, stem)
         for k in ("_bits", "_values", "_shape"):
             state_dict.pop(stem + k)
-        owner, name = _owner(module, stem[len(prefix):])
+        owner, name = _owner(module, stem[len(prefix) :])
         if hasattr(owner, name + "_orig"):  # masks attached: keep them on
             state_dict[stem + "_orig"] = dense
             state_dict[stem + "_mask"] = mask.to(dense.dtype)

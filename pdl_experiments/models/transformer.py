@@ -9,8 +9,6 @@ inside each residual branch) train without a warm-up schedule.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -21,8 +19,7 @@ from .seq2seq import Seq2SeqModel
 
 class FeedForward(nn.Sequential):
     def __init__(self, d_model: int, d_ff: int, dropout: float):
-        super().__init__(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Linear(d_ff, d_model),
-                         nn.Dropout(dropout))
+        super().__init__(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Linear(d_ff, d_model), nn.Dropout(dropout))
 
 
 class EncoderLayer(nn.Module):
@@ -46,8 +43,9 @@ class DecoderLayer(nn.Module):
         self.cross_attn = MultiHeadAttention(d_model, heads, dropout)
         self.ff = FeedForward(d_model, d_ff, dropout)
 
-    def forward(self, y: torch.Tensor, memory: torch.Tensor, self_mask: torch.Tensor,
-                memory_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, y: torch.Tensor, memory: torch.Tensor, self_mask: torch.Tensor, memory_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """y (B, T, D), memory (B, S, D) -> (B, T, D), cross-attention weights (B, H, T, S)."""
         h = self.norm1(y)
         y = y + self.self_attn(h, h, self_mask)[0]
@@ -55,8 +53,9 @@ class DecoderLayer(nn.Module):
         y = y + out
         return y + self.ff(self.norm3(y)), weights
 
-    def step(self, y: torch.Tensor, past: Optional[torch.Tensor], memory_kv: tuple,
-             memory_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        self, y: torch.Tensor, past: torch.Tensor | None, memory_kv: tuple, memory_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One new position for greedy decoding: y (B, 1, D), past (B, t, D) or None.
 
         `past` holds the normed inputs of the earlier positions (what their self-attention
@@ -88,10 +87,8 @@ class Transformer(Seq2SeqModel):
         # Learned positions: the only thing telling attention *where* a token sits.
         self.src_pos = nn.Embedding(self.max_len, d_model)
         self.tgt_pos = nn.Embedding(self.max_len, d_model)
-        self.encoder = nn.ModuleList(EncoderLayer(d_model, heads, d_ff, dropout)
-                                     for _ in range(layers))
-        self.decoder = nn.ModuleList(DecoderLayer(d_model, heads, d_ff, dropout)
-                                     for _ in range(layers))
+        self.encoder = nn.ModuleList(EncoderLayer(d_model, heads, d_ff, dropout) for _ in range(layers))
+        self.decoder = nn.ModuleList(DecoderLayer(d_model, heads, d_ff, dropout) for _ in range(layers))
         self.enc_norm, self.dec_norm = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(d_model, self.vocab_size)
@@ -129,10 +126,10 @@ class Transformer(Seq2SeqModel):
         return logits, {f"layer{i + 1}": w.mean(1) for i, w in enumerate(maps)}
 
     @torch.no_grad()
-    def generate(self, src: torch.Tensor, steps: Optional[int] = None) -> torch.Tensor:
+    def generate(self, src: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         memory, mask = self.encode(src)
         token = torch.full_like(src[:, :1], self.bos)  # (B, 1)
-        pasts: list[Optional[torch.Tensor]] = [None] * len(self.decoder)
+        pasts: list[torch.Tensor | None] = [None] * len(self.decoder)
         memory_kv = [layer.cross_attn.project_memory(memory) for layer in self.decoder]
         out = []
         for t in range(steps or src.shape[1]):

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -17,7 +17,7 @@ class VGG(nn.Module):
         self,
         info: DataInfo,
         norm: BatchNormSpec,
-        layout: Sequence[Union[int, str]] = (32, 32, "M", 64, 64, "M", 128, 128, "M"),
+        layout: Sequence[int | str] = (32, 32, "M", 64, 64, "M", 128, 128, "M"),
         hidden: int = 128,
         dropout: float = 0.0,
     ):

@@ -21,7 +21,12 @@ TECHNIQUES = ("bn", "prune", "adv", "gan", "nas", "attention")
 # tests, scripts/bench.py and scripts/gpu_check.sh. Every technique has an entry.
 QUICK: dict[str, list[str]] = {
     "bn": ["trainer.max_epochs=1"],
-    "prune": ["trainer.max_epochs=1", "prune.finetune_epochs=1", "prune.level=filter", "prune.latency_repeats=2"],
+    "prune": [
+        "trainer.max_epochs=1",
+        "prune.finetune_epochs=1",
+        "prune.level=filter",
+        "prune.latency_repeats=2",
+    ],
     "adv": ["trainer.max_epochs=1", "adv.eval_eps=[0.0,0.1]", "adv.pgd_steps=3"],
     "gan": ["trainer.max_epochs=1", "gan.classifier_epochs=2", "gan.n_samples=200"],
     "nas": ["nas.search_epochs=1", "nas.retrain_epochs=1"],

@@ -24,7 +24,6 @@ of the test images the target classifies correctly that it misclassifies once at
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +46,7 @@ def run(ctx) -> dict[str, float]:
     metrics: dict[str, float] = {}
 
     # 1. Baseline: a standard model, trained and attacked, to compare the defence with.
-    baseline: Optional[dict] = None
+    baseline: dict | None = None
     if cfg.train and cfg.baseline:
         ph = ctx.phase("baseline")
         if not ph.done:
@@ -55,16 +54,22 @@ def run(ctx) -> dict[str, float]:
             task = ClassificationTask(model)
             ctx.fit(task, phase=ph.name, train=ctx.train_loader(target_split))
             log.info("white-box attacks on the standard (baseline) model")
-            ph.finish(clean_acc=ctx.evaluate(task, "test")["test/acc"],
-                      **whitebox(model, ctx.data.test, eps_list, cfg, _eval_bs(ctx), ctx.cfg.seed))
+            ph.finish(
+                clean_acc=ctx.evaluate(task, "test")["test/acc"],
+                **whitebox(model, ctx.data.test, eps_list, cfg, _eval_bs(ctx), ctx.cfg.seed),
+            )
         baseline = dict(ph.record)
         metrics.update({f"adv/baseline/{k}": v for k, v in baseline.items()})
 
     # 2. The target: standard training, or the course's defence loop.
     target = ctx.build_model()
     if cfg.train:
-        task = AdversarialTask(target, _spec(cfg, str(cfg.attack), cfg.epsilon), float(cfg.mix),
-                               int(ctx.cfg.seed) + ATTACK_SEED_OFFSET)
+        task = AdversarialTask(
+            target,
+            _spec(cfg, str(cfg.attack), cfg.epsilon),
+            float(cfg.mix),
+            int(ctx.cfg.seed) + ATTACK_SEED_OFFSET,
+        )
     else:
         task = ClassificationTask(target)
     ph = ctx.phase("train")
@@ -95,16 +100,23 @@ def run(ctx) -> dict[str, float]:
     return metrics
 
 
-def whitebox(model: nn.Module, split, eps_list: list[float], cfg, batch_size: int,
-             seed: int) -> dict[str, float]:
+def whitebox(
+    model: nn.Module, split, eps_list: list[float], cfg, batch_size: int, seed: int
+) -> dict[str, float]:
     """Test accuracy under each attack for each eps: acc/<attack>@<eps>, robust_acc/<attack>."""
     x, y = split
     out: dict[str, float] = {}
     for name in ATTACKS:
         accs = []
         for eps in eps_list:
-            preds = attacked_predictions(model, x, y, _spec(cfg, name, eps), batch_size,
-                                         _generator(int(seed) + ATTACK_SEED_OFFSET, x.device))
+            preds = attacked_predictions(
+                model,
+                x,
+                y,
+                _spec(cfg, name, eps),
+                batch_size,
+                _generator(int(seed) + ATTACK_SEED_OFFSET, x.device),
+            )
             accs.append((preds == y).float().mean().item())
             out[f"acc/{name}@{eps:g}"] = accs[-1]
         out[f"robust_acc/{name}"] = out[f"acc/{name}@{float(cfg.epsilon):g}"]
@@ -112,8 +124,7 @@ def whitebox(model: nn.Module, split, eps_list: list[float], cfg, batch_size: in
     return out
 
 
-def blackbox(ctx, target: nn.Module, holdout, surrogate_name: str,
-             eps_list: list[float]) -> dict[str, float]:
+def blackbox(ctx, target: nn.Module, holdout, surrogate_name: str, eps_list: list[float]) -> dict[str, float]:
     """Train a surrogate on the attacker's data, transfer its adversarial examples to the target."""
     from ..models import IMAGE_MODELS
 
@@ -126,28 +137,40 @@ def blackbox(ctx, target: nn.Module, holdout, surrogate_name: str,
         y_h, y_v = predict(target, x_h), predict(target, x_v)
     surrogate = ctx.build_model({"_target_": IMAGE_MODELS[surrogate_name]})
     task = SurrogateTask(target, surrogate)
-    ctx.fit(task, phase="surrogate", train=ctx.train_loader((x_h, y_h), seed_offset=1),
-            val=(x_v, y_v), max_epochs=int(cfg.surrogate_epochs))
+    ctx.fit(
+        task,
+        phase="surrogate",
+        train=ctx.train_loader((x_h, y_h), seed_offset=1),
+        val=(x_v, y_v),
+        max_epochs=int(cfg.surrogate_epochs),
+    )
 
     x, y = ctx.data.test
     clean_ok = predict(target, x) == y  # (N,) success counts among these only
     s_preds = predict(surrogate, x)
-    out = {"adv/surrogate/test_acc": (s_preds == y).float().mean().item(),
-           "adv/surrogate/agreement": (s_preds == predict(target, x)).float().mean().item(),
-           "adv/surrogate/train_size": float(len(y_h))}
+    out = {
+        "adv/surrogate/test_acc": (s_preds == y).float().mean().item(),
+        "adv/surrogate/agreement": (s_preds == predict(target, x)).float().mean().item(),
+        "adv/surrogate/train_size": float(len(y_h)),
+    }
     if queries:
         out["adv/surrogate/queries"] = float(len(y_h) + len(y_v))
     bs, name, seed = _eval_bs(ctx), str(cfg.attack), int(ctx.cfg.seed) + ATTACK_SEED_OFFSET
-    log.info("black-box transfer: %s crafted on a %s surrogate, evaluated on the target", name, surrogate_name)
+    log.info(
+        "black-box transfer: %s crafted on a %s surrogate, evaluated on the target", name, surrogate_name
+    )
     for eps in (e for e in eps_list if e > 0):
         spec = _spec(cfg, name, eps)
         white = attacked_predictions(target, x, y, spec, bs, _generator(seed, x.device))
-        transfer = attacked_predictions(target, x, y, spec, bs, _generator(seed, x.device),
-                                        source=surrogate)
+        transfer = attacked_predictions(target, x, y, spec, bs, _generator(seed, x.device), source=surrogate)
         out[f"adv/whitebox_success@{eps:g}"] = _success(white, y, clean_ok)
         out[f"adv/transfer_success@{eps:g}"] = _success(transfer, y, clean_ok)
-        log.info("  eps=%g  white-box success %.3f  transfer success %.3f", eps,
-                 out[f"adv/whitebox_success@{eps:g}"], out[f"adv/transfer_success@{eps:g}"])
+        log.info(
+            "  eps=%g  white-box success %.3f  transfer success %.3f",
+            eps,
+            out[f"adv/whitebox_success@{eps:g}"],
+            out[f"adv/transfer_success@{eps:g}"],
+        )
     return out
 
 
@@ -237,8 +260,9 @@ def check(ctx) -> str:
 
     cfg = ctx.cfg.adv
     if ctx.data.info.kind != "image":
-        raise ConfigError(f"technique=adv needs an image dataset; {ctx.data.info.name} is a "
-                          f"{ctx.data.info.kind} task")
+        raise ConfigError(
+            f"technique=adv needs an image dataset; {ctx.data.info.name} is a {ctx.data.info.kind} task"
+        )
     name = cfg.surrogate_model
     if name is None:
         name = "cnn" if ctx.cfg.model.get("_target_") == IMAGE_MODELS["mlp"] else "mlp"
@@ -257,15 +281,18 @@ def _split(ctx):
     held, rest = stratified_split(y.cpu(), (float(ctx.cfg.adv.surrogate_fraction),), int(ctx.cfg.seed) + 7)
     held, rest = held.to(y.device), rest.to(y.device)
     if len(held) == 0 or len(rest) == 0:
-        raise ConfigError(f"adv.surrogate_fraction={ctx.cfg.adv.surrogate_fraction} leaves no training "
-                          f"images for the {'target' if len(rest) == 0 else 'surrogate'}")
+        raise ConfigError(
+            f"adv.surrogate_fraction={ctx.cfg.adv.surrogate_fraction} leaves no training "
+            f"images for the {'target' if len(rest) == 0 else 'surrogate'}"
+        )
     return (x[rest], y[rest]), (x[held], y[held])
 
 
 def _spec(cfg, name: str, eps: float) -> AttackSpec:
     step = cfg.pgd_step_size
-    return AttackSpec(name, float(eps), str(cfg.grad_normalize), int(cfg.pgd_steps),
-                      None if step is None else float(step))
+    return AttackSpec(
+        name, float(eps), str(cfg.grad_normalize), int(cfg.pgd_steps), None if step is None else float(step)
+    )
 
 
 def _generator(seed: int, device: torch.device) -> torch.Generator:
@@ -293,13 +320,14 @@ def _log_pictures(ctx, target, wb, baseline, success, eps_list) -> None:
     # interactive curves, next to the figure.
     for name in ATTACKS:
         for eps in eps_list:
-            ctx.logger.scalars({f"adv/acc_vs_eps_x1000/{name}": wb[f"acc/{name}@{eps:g}"]},
-                               int(round(eps * 1000)))
-    ctx.logger.figure("adv/acc_vs_eps", _curves_figure(plt, wb, baseline, eps_list,
-                                                       ctx.cfg.adv.train))
+            ctx.logger.scalars(
+                {f"adv/acc_vs_eps_x1000/{name}": wb[f"acc/{name}@{eps:g}"]}, int(round(eps * 1000))
+            )
+    ctx.logger.figure("adv/acc_vs_eps", _curves_figure(plt, wb, baseline, eps_list, ctx.cfg.adv.train))
     if success is not None:
-        ctx.logger.figure("adv/success_vs_eps", _success_figure(plt, success, eps_list,
-                                                                str(ctx.cfg.adv.attack)))
+        ctx.logger.figure(
+            "adv/success_vs_eps", _success_figure(plt, success, eps_list, str(ctx.cfg.adv.attack))
+        )
     n = int(ctx.cfg.adv.grid)
     if n > 0:
         ctx.logger.figure("adv/examples", _examples_figure(plt, ctx, target, n))
@@ -309,11 +337,22 @@ def _curves_figure(plt, wb, baseline, eps_list, adv_trained: bool):
     fig, ax = plt.subplots(figsize=(6, 4))
     label = "adv. trained" if adv_trained else "standard"
     for i, name in enumerate(ATTACKS):
-        ax.plot(eps_list, [wb[f"acc/{name}@{e:g}"] for e in eps_list], marker="o",
-                color=f"C{i}", label=f"{name} ({label})")
+        ax.plot(
+            eps_list,
+            [wb[f"acc/{name}@{e:g}"] for e in eps_list],
+            marker="o",
+            color=f"C{i}",
+            label=f"{name} ({label})",
+        )
         if baseline is not None:
-            ax.plot(eps_list, [baseline[f"acc/{name}@{e:g}"] for e in eps_list], marker="x",
-                    ls="--", color=f"C{i}", label=f"{name} (standard)")
+            ax.plot(
+                eps_list,
+                [baseline[f"acc/{name}@{e:g}"] for e in eps_list],
+                marker="x",
+                ls="--",
+                color=f"C{i}",
+                label=f"{name} (standard)",
+            )
     ax.set_xlabel("epsilon (pixel units, images in [0, 1])")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1.02)
@@ -326,8 +365,12 @@ def _success_figure(plt, success, eps_list, attack: str):
     eps = [e for e in eps_list if e > 0]
     fig, ax = plt.subplots(figsize=(6, 4))
     for kind, marker in (("whitebox", "o"), ("transfer", "s")):
-        ax.plot(eps, [success[f"adv/{kind}_success@{e:g}"] for e in eps], marker=marker,
-                label=f"{kind} ({attack})")
+        ax.plot(
+            eps,
+            [success[f"adv/{kind}_success@{e:g}"] for e in eps],
+            marker=marker,
+            label=f"{kind} ({attack})",
+        )
     ax.set_xlabel("epsilon")
     ax.set_ylabel("attack success (correct -> wrong)")
     ax.set_ylim(0, 1.02)
@@ -343,7 +386,9 @@ def _examples_figure(plt, ctx, target, n: int):
     rows = [("clean", x)]
     for name in ATTACKS:
         gen = _generator(int(ctx.cfg.seed) + ATTACK_SEED_OFFSET, x.device)
-        rows.append((f"{name} eps={float(cfg.epsilon):g}", perturb(target, x, y, _spec(cfg, name, cfg.epsilon), gen)))
+        rows.append(
+            (f"{name} eps={float(cfg.epsilon):g}", perturb(target, x, y, _spec(cfg, name, cfg.epsilon), gen))
+        )
     names = ctx.data.info.class_names or [str(i) for i in range(ctx.data.info.num_classes)]
     fig, axes = plt.subplots(len(rows), len(y), figsize=(1.3 * len(y), 1.5 * len(rows)), squeeze=False)
     for r, (label, images) in enumerate(rows):
@@ -357,7 +402,9 @@ def _examples_figure(plt, ctx, target, n: int):
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r][0].set_ylabel(label, fontsize=8)
-    fig.suptitle("prediction above each image (red: wrong); true labels: "
-                 + " ".join(names[int(t)] for t in y), fontsize=9)
+    fig.suptitle(
+        "prediction above each image (red: wrong); true labels: " + " ".join(names[int(t)] for t in y),
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig

@@ -23,9 +23,9 @@ any optimizer step in progress around an attack) are left alone.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,7 @@ class AttackSpec:
     eps: float  # pixel units; the L-inf radius for fgsm and pgd
     grad_normalize: str = "linf"  # grad only: none | linf | l2
     pgd_steps: int = 10
-    pgd_step_size: Optional[float] = None  # None: 2.5 * eps / steps
+    pgd_step_size: float | None = None  # None: 2.5 * eps / steps
 
     @property
     def step_size(self) -> float:
@@ -48,7 +48,7 @@ class AttackSpec:
         # random start near one face can still reach the opposite one.
         return self.pgd_step_size if self.pgd_step_size is not None else 2.5 * self.eps / self.pgd_steps
 
-    def with_eps(self, eps: float) -> "AttackSpec":
+    def with_eps(self, eps: float) -> AttackSpec:
         return AttackSpec(self.name, float(eps), self.grad_normalize, self.pgd_steps, self.pgd_step_size)
 
 
@@ -128,8 +128,13 @@ def _keep_best(best, best_loss, x_adv, loss) -> None:
 _ATTACK_FNS: dict[str, Callable[..., torch.Tensor]] = {"grad": grad_attack, "fgsm": fgsm, "pgd": pgd}
 
 
-def perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec,
-            generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def perturb(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    spec: AttackSpec,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Adversarial version of the batch x (B, C, H, W) in [0, 1], detached from any graph.
 
     `generator` drives PGD's random start (the global RNG when None).
@@ -146,9 +151,15 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x).argmax(1)
 
 
-def attacked_predictions(target: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec,
-                         batch_size: int, generator: Optional[torch.Generator] = None,
-                         source: Optional[nn.Module] = None) -> torch.Tensor:
+def attacked_predictions(
+    target: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    spec: AttackSpec,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    source: nn.Module | None = None,
+) -> torch.Tensor:
     """The target's predictions (N,) on adversarial examples crafted on `source`.
 
     source=None is the white-box case (the attacker has the target's gradients); another
@@ -157,6 +168,6 @@ def attacked_predictions(target: nn.Module, x: torch.Tensor, y: torch.Tensor, sp
     source = target if source is None else source
     preds = []
     for i in range(0, len(y), batch_size):
-        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
         preds.append(predict(target, perturb(source, xb, yb, spec, generator)))
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=y.device)

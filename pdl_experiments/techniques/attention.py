@@ -69,9 +69,13 @@ def run(ctx) -> dict[str, float]:
         if model.has_attention and n > 0:
             fig = heatmap_figure(maps, x_test, pred, y_test, n, model.pad, task_name, title)
             ctx.logger.figure("attention/heatmaps", fig)
-    log.info("test token_acc=%.4f seq_acc=%.4f (first half of outputs %.3f, second half %.3f)",
-             metrics["test/token_acc"], metrics["test/seq_acc"],
-             metrics["test/token_acc_first_half"], metrics["test/token_acc_second_half"])
+    log.info(
+        "test token_acc=%.4f seq_acc=%.4f (first half of outputs %.3f, second half %.3f)",
+        metrics["test/token_acc"],
+        metrics["test/seq_acc"],
+        metrics["test/token_acc_first_half"],
+        metrics["test/token_acc_second_half"],
+    )
     return metrics
 
 
@@ -113,9 +117,11 @@ class DecodeScores:
 
     def summary(self) -> dict[str, float]:
         tokens = max(int(self.count.sum()), 1)
-        return {"token_acc": float(self.correct.sum()) / tokens,
-                "seq_acc": self.seq_correct / max(self.n_seq, 1),
-                "loss": self.loss_sum / tokens}
+        return {
+            "token_acc": float(self.correct.sum()) / tokens,
+            "seq_acc": self.seq_correct / max(self.n_seq, 1),
+            "loss": self.loss_sum / tokens,
+        }
 
     def position_acc(self) -> torch.Tensor:
         return self.correct / self.count.clamp_min(1)  # (T,)
@@ -140,8 +146,9 @@ def decode_scores(model: Seq2SeqModel, loader: Any) -> DecodeScores:
 
 
 @torch.no_grad()
-def attention_alignment(model: Seq2SeqModel, x: torch.Tensor, pred: torch.Tensor,
-                        task: str) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+def attention_alignment(
+    model: Seq2SeqModel, x: torch.Tensor, pred: torch.Tensor, task: str
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Attention maps of the greedy outputs, and how often each map's argmax hits the source.
 
     The maps come from one teacher-forced pass over the model's own outputs: with the
@@ -188,7 +195,7 @@ def position_figure(acc: torch.Tensor, task: str, title: str):
     ax.set_xlabel("output position t")
     if task == "reverse":
         ax.set_xlabel("output position t  (copied from input position L-1-t)")
-        mirror = lambda p: len(acc) - 1 - p  # noqa: E731 - its own inverse
+        mirror = lambda p: len(acc) - 1 - p
         top = ax.secondary_xaxis("top", functions=(mirror, mirror))
         top.set_xlabel("input position")
     ax.set_ylabel("token accuracy (greedy)")
@@ -198,8 +205,16 @@ def position_figure(acc: torch.Tensor, task: str, title: str):
     return fig
 
 
-def heatmap_figure(maps: dict[str, torch.Tensor], x: torch.Tensor, pred: torch.Tensor,
-                   y: torch.Tensor, n: int, pad: int, task: str, title: str):
+def heatmap_figure(
+    maps: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    pred: torch.Tensor,
+    y: torch.Tensor,
+    n: int,
+    pad: int,
+    task: str,
+    title: str,
+):
     """One column per example, one row per attention map: rows = outputs, cols = inputs.
 
     A dashed line marks where each output token comes from (copy: the diagonal,
@@ -217,8 +232,14 @@ def heatmap_figure(maps: dict[str, torch.Tensor], x: torch.Tensor, pred: torch.T
         t = int((y[j] != pad).sum())
         for i, name in enumerate(names):
             ax = axes[i][j]
-            ax.imshow(maps[name][j, :t, :s].float().cpu().numpy(), cmap="viridis", vmin=0,
-                      vmax=1, aspect="auto", interpolation="nearest")
+            ax.imshow(
+                maps[name][j, :t, :s].float().cpu().numpy(),
+                cmap="viridis",
+                vmin=0,
+                vmax=1,
+                aspect="auto",
+                interpolation="nearest",
+            )
             if task in ("copy", "reverse"):
                 ends = [s - 1, 0] if task == "reverse" else [0, s - 1]
                 ax.plot(ends, [0, t - 1], color="white", lw=0.8, ls="--", alpha=0.7)
@@ -236,16 +257,20 @@ def check(ctx) -> None:
     from hydra.utils import get_class
 
     if ctx.data.info.kind != "sequence":
-        raise ConfigError("technique=attention needs a sequence dataset: dataset=copy|reverse|"
-                          f"sort (got dataset {ctx.data.info.name})")
+        raise ConfigError(
+            "technique=attention needs a sequence dataset: dataset=copy|reverse|"
+            f"sort (got dataset {ctx.data.info.name})"
+        )
     target = str(ctx.cfg.model.get("_target_", ""))
     try:
         ok = issubclass(get_class(target), Seq2SeqModel)
-    except Exception:  # noqa: BLE001 - an unimportable target is not a sequence model either
+    except Exception:
         ok = False
     if not ok:
-        raise ConfigError(f"technique=attention needs a sequence model: model=seq2seq|"
-                          f"seq2seq_attention|transformer (got model._target_={target})")
+        raise ConfigError(
+            f"technique=attention needs a sequence model: model=seq2seq|"
+            f"seq2seq_attention|transformer (got model._target_={target})"
+        )
 
 
 def _describe(model: Seq2SeqModel) -> str:
@@ -266,4 +291,3 @@ def evaluate_model(model: Seq2SeqModel, data: DataSplits, cfg) -> dict[str, floa
         _, align = attention_alignment(model, data.test[0], pred, data.info.extra["task"])
         metrics.update(_headline_alignment(align))
     return metrics
-

@@ -49,16 +49,20 @@ def run(ctx) -> dict[str, float]:
         metrics.update({k: v for k, v in summarize(stats).items() if k in FINAL_KEYS})
         if ctx.logger is not None:
             state = f"BN {bn.impl}" if bn.enabled else "no BN"
-            title = (f"{state}: gradient norm per layer (best weights), "
-                     f"first/last = {metrics['bn/grad_ratio_first_last']:.1e}")
+            title = (
+                f"{state}: gradient norm per layer (best weights), "
+                f"first/last = {metrics['bn/grad_ratio_first_last']:.1e}"
+            )
             ctx.logger.figure("bn/gradient_flow", gradient_figure(stats, title), task.step)
     return metrics
 
 
 def check(ctx) -> None:
     if ctx.data.info.kind != "image":
-        raise ConfigError(f"technique=bn trains image classifiers; dataset {ctx.data.info.name} is "
-                          f"{ctx.data.info.kind} data: use dataset=digits|mnist|cifar10|... or technique=attention")
+        raise ConfigError(
+            f"technique=bn trains image classifiers; dataset {ctx.data.info.name} is "
+            f"{ctx.data.info.kind} data: use dataset=digits|mnist|cifar10|... or technique=attention"
+        )
 
 
 @dataclass
@@ -92,8 +96,11 @@ def side_effect_free(model: nn.Module):
     """
     buffers = {k: v.clone() for k, v in model.named_buffers()}
     was_training = model.training
-    cuda = [d.index if d.index is not None else torch.cuda.current_device()
-            for d in {p.device for p in model.parameters()} if d.type == "cuda"]
+    cuda = [
+        d.index if d.index is not None else torch.cuda.current_device()
+        for d in {p.device for p in model.parameters()}
+        if d.type == "cuda"
+    ]
     with torch.random.fork_rng(devices=cuda):
         model.train()
         try:
@@ -105,8 +112,9 @@ def side_effect_free(model: nn.Module):
                     v.copy_(buffers[k])
 
 
-def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-            keep_preacts: bool = False) -> list[LayerStats]:
+def measure(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, keep_preacts: bool = False
+) -> list[LayerStats]:
     """Per weight layer, in the order the forward pass reaches them: grads and input stats."""
     names = dict(weight_layers(model))
     order: list[str] = []  # forward order, which registration order need not be
@@ -118,6 +126,7 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             if name not in inputs:
                 order.append(name)
                 inputs[name] = input_stats(args[0])
+
         return hook
 
     def after(name):
@@ -126,6 +135,7 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 # Copy now: without BN an in-place ReLU overwrites this very tensor next.
                 flat = output.detach().flatten()
                 preacts[name] = flat[:: max(1, flat.numel() // HIST_MAX_VALUES)].float().cpu().clone()
+
         return hook
 
     hooks = [m.register_forward_pre_hook(before(n)) for n, m in names.items()]
@@ -158,15 +168,13 @@ def summarize(stats: list[LayerStats]) -> dict[str, float]:
     return logs
 
 
-FINAL_KEYS = ("bn/grad_ratio_first_last", "bn/act_std_last", "bn/grad_norm_first",
-              "bn/grad_norm_last")
+FINAL_KEYS = ("bn/grad_ratio_first_last", "bn/act_std_last", "bn/grad_norm_first", "bn/grad_norm_last")
 
 
 class BNDiagnosticsTask(ClassificationTask):
     """Classification, plus the per-layer measurement at the end of every epoch."""
 
-    def __init__(self, model: nn.Module, probe: tuple[torch.Tensor, torch.Tensor],
-                 enabled: bool = True):
+    def __init__(self, model: nn.Module, probe: tuple[torch.Tensor, torch.Tensor], enabled: bool = True):
         super().__init__(model)
         self.probe = probe
         self.enabled = enabled
@@ -209,6 +217,7 @@ def gradient_figure(stats: list[LayerStats], title: str):
     ax_a.set_xlabel("weight layer (input -> output)")
     for ax in (ax_g, ax_a):
         ax.grid(True, which="major", axis="y", alpha=0.3)
-    fig.subplots_adjust(left=0.12, right=0.97, top=0.93, bottom=0.2, hspace=0.12)  # no tight_layout: a draw less
+    fig.subplots_adjust(
+        left=0.12, right=0.97, top=0.93, bottom=0.2, hspace=0.12
+    )  # no tight_layout: a draw less
     return fig
-

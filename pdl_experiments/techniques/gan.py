@@ -121,7 +121,7 @@ class GanTask(Task):
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, Z) -> (B, C, H, W) in [0, 1]
         return self.gan(z)
 
-    def train(self, mode: bool = True) -> "GanTask":
+    def train(self, mode: bool = True) -> GanTask:
         super().train(mode)
         self.judge.eval()  # the ruler never changes, not even its BN statistics
         return self
@@ -129,8 +129,10 @@ class GanTask(Task):
     def configure_optimizers(self, make_optimizer) -> dict[str, torch.optim.Optimizer]:
         # DCGAN's Adam for both players; `optimizer.*` is not used by this technique.
         betas = (self.beta1, 0.999)
-        return {"D": torch.optim.Adam(self.discriminator.parameters(), lr=self.lr, betas=betas),
-                "G": torch.optim.Adam(self.generator.parameters(), lr=self.lr, betas=betas)}
+        return {
+            "D": torch.optim.Adam(self.discriminator.parameters(), lr=self.lr, betas=betas),
+            "G": torch.optim.Adam(self.generator.parameters(), lr=self.lr, betas=betas),
+        }
 
     # -- the game --------------------------------------------------------------------
     def training_step(self, batch, trainer) -> dict[str, Any]:
@@ -151,8 +153,13 @@ class GanTask(Task):
         trainer.optimize(loss_g, "G")
 
         d = torch.sigmoid(logits.detach().float())
-        return {"loss": (loss_d + loss_g).detach(), "loss_D": loss_d.detach(),
-                "loss_G": loss_g.detach(), "D_x": d[:b].mean(), "D_G_z": d[b:].mean()}
+        return {
+            "loss": (loss_d + loss_g).detach(),
+            "loss_D": loss_d.detach(),
+            "loss_G": loss_g.detach(),
+            "D_x": d[:b].mean(),
+            "D_G_z": d[b:].mean(),
+        }
 
     # -- scoring -----------------------------------------------------------------------
     @torch.no_grad()
@@ -232,9 +239,11 @@ def class_shares(logits: torch.Tensor) -> dict[str, float]:
     k = logits.shape[1]
     probs = logits.softmax(1)
     shares = torch.bincount(probs.argmax(1), minlength=k).float() / len(probs)  # (K,)
-    return {"class_coverage": (shares >= COVERED_SHARE / k).float().mean().item(),
-            "min_class_share": shares.min().item(),
-            "mean_confidence": probs.max(1).values.mean().item()}
+    return {
+        "class_coverage": (shares >= COVERED_SHARE / k).float().mean().item(),
+        "min_class_share": shares.min().item(),
+        "mean_confidence": probs.max(1).values.mean().item(),
+    }
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
@@ -264,9 +273,15 @@ def build_judge(info) -> nn.Module:
 def judge_cache_file(ctx) -> Path:
     from omegaconf import OmegaConf
 
-    key = {"dataset": OmegaConf.to_container(ctx.cfg.dataset, resolve=True), "seed": int(ctx.cfg.seed),
-           "epochs": int(ctx.cfg.gan.classifier_epochs), "judge": JUDGE, "lr": JUDGE_LR,
-           "batch_size": JUDGE_BATCH, "version": JUDGE_VERSION}
+    key = {
+        "dataset": OmegaConf.to_container(ctx.cfg.dataset, resolve=True),
+        "seed": int(ctx.cfg.seed),
+        "epochs": int(ctx.cfg.gan.classifier_epochs),
+        "judge": JUDGE,
+        "lr": JUDGE_LR,
+        "batch_size": JUDGE_BATCH,
+        "version": JUDGE_VERSION,
+    }
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     root = ctx.cfg.gan.cache_dir or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "pdl_experiments"
     name = f"gan_judge-{ctx.data.info.name}-seed{int(ctx.cfg.seed)}-{digest}.pt"
@@ -287,11 +302,17 @@ def obtain_judge(ctx, phase) -> nn.Module:
             log.info("judge classifier from cache %s", path)
             phase.finish()
             return judge
-        except Exception as e:  # noqa: BLE001 - a bad cache entry is retrained, not fatal
+        except Exception as e:
             log.warning("ignoring unreadable judge cache %s (%s)", path, e)
     task = JudgeTask(judge)
-    ctx.fit(task, phase=phase.name, train=ctx.train_loader(augment=False, batch_size=JUDGE_BATCH),
-            max_epochs=int(ctx.cfg.gan.classifier_epochs), monitor="val/acc", mode="max")
+    ctx.fit(
+        task,
+        phase=phase.name,
+        train=ctx.train_loader(augment=False, batch_size=JUDGE_BATCH),
+        max_epochs=int(ctx.cfg.gan.classifier_epochs),
+        monitor="val/acc",
+        mode="max",
+    )
     phase.finish()
     try:
         save_atomic({"model": judge.state_dict(), "version": JUDGE_VERSION}, path)
@@ -309,16 +330,20 @@ def build_gan(cfg, info, norm: BatchNormSpec) -> GAN:
     takes_noise = "latent_dim" in inspect.signature(get_object(target)).parameters
     gan = build_model(cfg.model, info, norm, latent_dim=int(cfg.gan.latent_dim)) if takes_noise else None
     if not isinstance(gan, GAN):
-        raise ConfigError(f"model={target.rsplit('.', 1)[-1]} is not a GAN model: technique=gan "
-                          "needs model=gan_mlp or model=dcgan")
+        raise ConfigError(
+            f"model={target.rsplit('.', 1)[-1]} is not a GAN model: technique=gan "
+            "needs model=gan_mlp or model=dcgan"
+        )
     return gan
 
 
 def check(ctx) -> None:
     info = ctx.data.info
     if info.kind != "image" or info.num_classes < 2:
-        raise ConfigError(f"technique=gan needs a labelled image dataset (the judge is a "
-                          f"classifier); dataset {info.name} is {info.kind} data")
+        raise ConfigError(
+            f"technique=gan needs a labelled image dataset (the judge is a "
+            f"classifier); dataset {info.name} is {info.kind} data"
+        )
 
 
 def save_samples(ctx, task: GanTask, samples: torch.Tensor) -> None:
@@ -367,8 +392,10 @@ def load_model(cfg, data, ckpt: dict, norm: BatchNormSpec) -> GanTask:
 
     state = ckpt["task"]
     if not any(k.startswith("gan.generator.") for k in state):
-        raise CheckpointError("this checkpoint holds no generator (the run stopped in the "
-                              "classifier phase): resume it with trainer.resume=<run dir>")
+        raise CheckpointError(
+            "this checkpoint holds no generator (the run stopped in the "
+            "classifier phase): resume it with trainer.resume=<run dir>"
+        )
     task = GanTask(build_gan(cfg, data.info, norm), build_judge(data.info), cfg.gan, int(cfg.seed))
     task.load_state_dict(state)
     return task.eval()

@@ -6,15 +6,15 @@ configured one of Torch-Pruning's own, chosen by `prune.criterion`.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch_pruning as tp
 from torch import nn
 from torch_pruning.pruner import function as tpf
 
-from ..models.norm import is_norm
 from ..models.common import weight_layers
+from ..models.norm import is_norm
 
 
 def filter_criteria() -> dict[str, Callable]:
@@ -22,9 +22,15 @@ def filter_criteria() -> dict[str, Callable]:
     # l1 / l2 / similarity rank a layer's own filters (group_reduction="first": the course's
     # "l_p norm of a filter"; FPGM: distance to the layer's other filters).
     return {
-        "l1": lambda model, batches: tp.importance.MagnitudeImportance(p=1, group_reduction="first", normalizer=None),
-        "l2": lambda model, batches: tp.importance.MagnitudeImportance(p=2, group_reduction="first", normalizer=None),
-        "similarity": lambda model, batches: tp.importance.FPGMImportance(p=2, group_reduction="first", normalizer=None),
+        "l1": lambda model, batches: tp.importance.MagnitudeImportance(
+            p=1, group_reduction="first", normalizer=None
+        ),
+        "l2": lambda model, batches: tp.importance.MagnitudeImportance(
+            p=2, group_reduction="first", normalizer=None
+        ),
+        "similarity": lambda model, batches: tp.importance.FPGMImportance(
+            p=2, group_reduction="first", normalizer=None
+        ),
         "activation": lambda model, batches: MeanActivationImportance(model, batches),
     }
 
@@ -95,7 +101,7 @@ def bn_scales(model: nn.Module, x: torch.Tensor) -> dict[nn.Module, torch.Tensor
     scales = {}
     for prev, cur in zip(order, order[1:]):
         if is_norm(cur) and isinstance(prev, (nn.Conv2d, nn.Linear)) and cur.weight is not None:
-            scales[prev] = (cur.weight.detach().abs() / (cur.running_var + cur.eps).sqrt())  # (C_out,)
+            scales[prev] = cur.weight.detach().abs() / (cur.running_var + cur.eps).sqrt()  # (C_out,)
     return scales
 
 

@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..config import ConfigError
 from ..data import TensorLoader
+from ..loading import submodule_state
 from ..models.darts import (
     DerivedNetwork,
     Genotype,
@@ -40,7 +41,6 @@ from ..models.darts import (
     random_genotype,
     skip_count,
 )
-from ..loading import submodule_state
 from ..training.checkpoint import CheckpointError
 from .base import ClassificationTask, Task, classification_metrics
 
@@ -82,23 +82,32 @@ def check(ctx) -> list[str]:
     nas = ctx.cfg.nas
     ops = [str(o) for o in nas.ops]
     if ctx.data.info.kind != "image":
-        raise ConfigError(f"technique=nas searches image classifiers; dataset "
-                          f"{ctx.data.info.name} is {ctx.data.info.kind} data")
+        raise ConfigError(
+            f"technique=nas searches image classifiers; dataset "
+            f"{ctx.data.info.name} is {ctx.data.info.kind} data"
+        )
     if len(set(ops)) != len(ops) or all(o == "none" for o in ops):
-        raise ConfigError(f"nas.ops=[{','.join(ops)}]: expected distinct operations, at least "
-                          "one besides none")
+        raise ConfigError(
+            f"nas.ops=[{','.join(ops)}]: expected distinct operations, at least one besides none"
+        )
     return ops
 
 
 def search(ctx, ph, ops: list[str]) -> None:
     """The search phase: alpha and w trained together; records the derived genotype."""
     nas = ctx.cfg.nas
-    model = SearchNetwork(ctx.data.info, ctx.norm, ops, int(nas.nodes), int(nas.cells),
-                          int(nas.channels)).to(ctx.device)
+    model = SearchNetwork(ctx.data.info, ctx.norm, ops, int(nas.nodes), int(nas.cells), int(nas.channels)).to(
+        ctx.device
+    )
     task = SearchTask(model, float(nas.arch_lr), bool(nas.second_order), ctx.loader("val"))
     w_half, alpha_half = split_halves(*ctx.data.train, int(ctx.cfg.seed))
-    loader = PairedLoader(w_half, alpha_half, int(ctx.cfg.trainer.batch_size),
-                          torch.Generator().manual_seed(int(ctx.cfg.seed) + 1000), ctx.augment)
+    loader = PairedLoader(
+        w_half,
+        alpha_half,
+        int(ctx.cfg.trainer.batch_size),
+        torch.Generator().manual_seed(int(ctx.cfg.seed) + 1000),
+        ctx.augment,
+    )
     if not ph.resumed:  # a fresh search: record where alpha starts
         start = task.alpha_logs()
         ph.record["alpha_entropy_start"] = start["nas/alpha_entropy"]
@@ -106,11 +115,13 @@ def search(ctx, ph, ops: list[str]) -> None:
             ctx.logger.scalars(start, ctx.global_step)
             ctx.logger.figure("nas/alpha", alpha_figure(task, 0), 0)
     # val=None: no monitor, so the phase ends on the final alpha (see on_epoch_end).
-    result = ctx.fit(task, phase=ph.name, train=loader, val=None,
-                     max_epochs=int(nas.search_epochs))
-    end = {"alpha_entropy_end": task.alpha_logs()["nas/alpha_entropy"], "search_time_s": result.time_s,
-           "supernet_val_acc": ctx.evaluate(task, "val")["val/acc"],
-           "alpha": model.cell_weights().detach().cpu().tolist()}
+    result = ctx.fit(task, phase=ph.name, train=loader, val=None, max_epochs=int(nas.search_epochs))
+    end = {
+        "alpha_entropy_end": task.alpha_logs()["nas/alpha_entropy"],
+        "search_time_s": result.time_s,
+        "supernet_val_acc": ctx.evaluate(task, "val")["val/acc"],
+        "alpha": model.cell_weights().detach().cpu().tolist(),
+    }
     fig = alpha_figure(task, result.epochs)
     fig.savefig(ctx.run_dir / "alpha.png", dpi=120)
     ph.finish(genotype=task.genotype(), genotype_source="search", **end)
@@ -123,17 +134,26 @@ def save_genotype(ctx, record: dict, ops: list[str]) -> None:
     genotype, source = record["genotype"], record["genotype_source"]
     lines = format_genotype(genotype)
     n_skip = skip_count(genotype)
-    Console().print(Panel("\n".join(lines) + f"\nskip connections: {n_skip}",
-                          title=f"genotype ({source})", expand=False))
-    out = {"source": source, "genotype": genotype, "ops": ops, "nodes": len(genotype),
-           "skip_count": n_skip, "readable": lines}
+    Console().print(
+        Panel("\n".join(lines) + f"\nskip connections: {n_skip}", title=f"genotype ({source})", expand=False)
+    )
+    out = {
+        "source": source,
+        "genotype": genotype,
+        "ops": ops,
+        "nodes": len(genotype),
+        "skip_count": n_skip,
+        "readable": lines,
+    }
     if "alpha" in record:
         out["alpha_softmax"] = record["alpha"]
         out["edges"] = [[i, n] for n, i in edge_inputs(len(genotype))]
     (ctx.run_dir / "genotype.json").write_text(json.dumps(out, indent=2))
     if ctx.logger is not None:
-        ctx.logger.text("nas/genotype", "\n".join(f"    {ln}" for ln in lines)
-                        + f"\n\nskip connections: {n_skip} ({source})")
+        ctx.logger.text(
+            "nas/genotype",
+            "\n".join(f"    {ln}" for ln in lines) + f"\n\nskip connections: {n_skip} ({source})",
+        )
 
 
 def retrain(ctx, genotype: Genotype):
@@ -156,13 +176,14 @@ class PairedLoader:
     its state at the start of each epoch, so a resume replays both orders exactly.
     """
 
-    def __init__(self, w_half: tuple, alpha_half: tuple, batch_size: int,
-                 generator: torch.Generator, transform=None):
+    def __init__(
+        self, w_half: tuple, alpha_half: tuple, batch_size: int, generator: torch.Generator, transform=None
+    ):
         self.generator = generator
-        self.w = TensorLoader(*w_half, batch_size, shuffle=True, generator=generator,
-                              transform=transform)
-        self.alpha = TensorLoader(*alpha_half, batch_size, shuffle=True, generator=generator,
-                                  transform=transform)
+        self.w = TensorLoader(*w_half, batch_size, shuffle=True, generator=generator, transform=transform)
+        self.alpha = TensorLoader(
+            *alpha_half, batch_size, shuffle=True, generator=generator, transform=transform
+        )
 
     def __len__(self) -> int:
         return min(len(self.w), len(self.alpha))
@@ -171,8 +192,7 @@ class PairedLoader:
         return self.iter_from(0)
 
     def iter_from(self, start_batch: int) -> Iterator[tuple[torch.Tensor, ...]]:
-        for (x_w, y_w), (x_a, y_a) in zip(self.w.iter_from(start_batch),
-                                          self.alpha.iter_from(start_batch)):
+        for (x_w, y_w), (x_a, y_a) in zip(self.w.iter_from(start_batch), self.alpha.iter_from(start_batch)):
             yield x_w, y_w, x_a, y_a
 
 
@@ -206,8 +226,9 @@ class SearchTask(Task):
     manual_optimization = True
     fd_scale = 0.01  # |w+ - w| of the second-order finite difference (DARTS' value)
 
-    def __init__(self, model: SearchNetwork, arch_lr: float, second_order: bool,
-                 val_loader: TensorLoader | None = None):
+    def __init__(
+        self, model: SearchNetwork, arch_lr: float, second_order: bool, val_loader: TensorLoader | None = None
+    ):
         super().__init__()
         self.model = model
         self.arch_lr = arch_lr
@@ -219,8 +240,9 @@ class SearchTask(Task):
     def configure_optimizers(self, make_optimizer):
         return {
             "w": make_optimizer(self.model.weight_parameters()),
-            "alpha": torch.optim.Adam(self.model.arch_parameters(), lr=self.arch_lr,
-                                      betas=(0.5, 0.999), weight_decay=1e-3),
+            "alpha": torch.optim.Adam(
+                self.model.arch_parameters(), lr=self.arch_lr, betas=(0.5, 0.999), weight_decay=1e-3
+            ),
         }
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -241,8 +263,11 @@ class SearchTask(Task):
         logits = self.model(x_w)
         loss = F.cross_entropy(logits, y_w)
         trainer.optimize(loss, "w")
-        return {"loss": loss, "acc": (logits.argmax(1) == y_w).float().mean(),
-                "alpha_loss": alpha_loss.detach()}
+        return {
+            "loss": loss,
+            "acc": (logits.argmax(1) == y_w).float().mean(),
+            "alpha_loss": alpha_loss.detach(),
+        }
 
     def unrolled_alpha_grad(self, batch, w_optimizer) -> tuple[torch.Tensor, torch.Tensor]:
         """DARTS' second-order gradient of L_val(w'(alpha), alpha), w' = w - xi dL_train/dw:
@@ -285,8 +310,10 @@ class SearchTask(Task):
     def alpha_logs(self) -> dict[str, float]:
         weights = self.model.cell_weights()  # (E, O)
         entropy = op_entropy(weights)
-        logs = {"nas/alpha_entropy": entropy.mean().item(),
-                "nas/skip_count": float(skip_count(self.genotype()))}
+        logs = {
+            "nas/alpha_entropy": entropy.mean().item(),
+            "nas/skip_count": float(skip_count(self.genotype())),
+        }
         for k, op in enumerate(self.model.ops):
             logs[f"nas/op_share/{op}"] = weights[:, k].mean().item()
         for label, h in zip(self.edge_labels, entropy.tolist()):
@@ -323,13 +350,28 @@ def alpha_figure(task: SearchTask, epoch: int):
     ax.set_yticks(range(len(weights)), task.edge_labels)
     for e in range(weights.shape[0]):
         for o in range(weights.shape[1]):
-            ax.text(o, e, f"{weights[e, o]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if weights[e, o] < 0.6 * weights.max() else "black")
+            ax.text(
+                o,
+                e,
+                f"{weights[e, o]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if weights[e, o] < 0.6 * weights.max() else "black",
+            )
     edge_of = {pair: k for k, pair in enumerate(edge_inputs(len(task.genotype())))}
     for j, node in enumerate(task.genotype()):
         for op, i in node:
-            ax.add_patch(Rectangle((ops.index(op) - 0.5, edge_of[(2 + j, i)] - 0.5), 1, 1,
-                                   fill=False, edgecolor="red", linewidth=2))
+            ax.add_patch(
+                Rectangle(
+                    (ops.index(op) - 0.5, edge_of[(2 + j, i)] - 0.5),
+                    1,
+                    1,
+                    fill=False,
+                    edgecolor="red",
+                    linewidth=2,
+                )
+            )
     ax.set_title(f"softmax(alpha) per edge, epoch {epoch} (red: derived genotype)")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
@@ -346,8 +388,10 @@ def load_model(cfg, data, ckpt: dict, norm) -> torch.nn.Module:
     """The derived network of a run, rebuilt from the genotype in the checkpoint."""
     genotype = ckpt.get("extra", {}).get("phases", {}).get("search", {}).get("genotype")
     if genotype is None or ckpt.get("phase") != "retrain":
-        raise CheckpointError(f"this nas checkpoint is from phase {ckpt.get('phase')!r}: no "
-                              "retrained network yet (resume the run: trainer.resume=<run dir>)")
+        raise CheckpointError(
+            f"this nas checkpoint is from phase {ckpt.get('phase')!r}: no "
+            "retrained network yet (resume the run: trainer.resume=<run dir>)"
+        )
     model = DerivedNetwork(data.info, norm, genotype, int(cfg.nas.cells), int(cfg.nas.channels))
     model.load_state_dict(submodule_state(ckpt["task"]))
     return model

@@ -35,9 +35,10 @@ size, sparsity per layer (measured by pdl_experiments/measure.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
 
 import torch
 import torch_pruning as tp
@@ -49,8 +50,8 @@ from ..config import ConfigError
 from ..loading import load_run, run_config
 from ..measure import count_flops, count_nonzero, count_params
 from ..models import build_model
-from ..models.reshape import reshape_to_state_dict
 from ..models.common import weight_layers
+from ..models.reshape import reshape_to_state_dict
 from ..models.sparse import attach_masks_for, attach_packing, effective_weight, make_permanent
 from ..training.checkpoint import CheckpointError, resolve_checkpoint
 from .base import ClassificationTask
@@ -81,8 +82,12 @@ def run(ctx) -> dict[str, float]:
         dense["ckpt_bytes"] = source_ckpt.stat().st_size
         dense["widths"] = {n: m.weight.shape[0] for n, m in weight_layers(model)}
         ph.finish(**dense)
-        log.info("before pruning: test acc %.4f, %d params, %d FLOPs", dense["acc"], dense["params"],
-                 dense["flops"])
+        log.info(
+            "before pruning: test acc %.4f, %d params, %d FLOPs",
+            dense["acc"],
+            dense["params"],
+            dense["flops"],
+        )
     dense = ph.record
 
     # 1. Prune, 2. fine-tune; prune.iterations rounds. Resumed inside a round, its pruning is
@@ -100,8 +105,13 @@ def run(ctx) -> dict[str, float]:
             ctx.fit(task, phase=name, max_epochs=int(ctx.cfg.prune.finetune_epochs))
             ph.finish()
             if n_rounds > 1 and ctx.logger is not None:
-                ctx.logger.scalars({"prune/round/acc_pruned": ph.record["acc_pruned"],
-                                    "prune/round/acc_finetuned": ctx.evaluate(task, "test")["test/acc"]}, k)
+                ctx.logger.scalars(
+                    {
+                        "prune/round/acc_pruned": ph.record["acc_pruned"],
+                        "prune/round/acc_finetuned": ctx.evaluate(task, "test")["test/acc"],
+                    },
+                    k,
+                )
         rounds.append(ph.record)
 
     # 3. Make it permanent; what it cost and saved.
@@ -118,7 +128,7 @@ class PruneTask(ClassificationTask):
 
     def __init__(self, model: nn.Module):
         super().__init__(model)
-        self.lr: Optional[float] = None  # prune.finetune_lr during fine-tuning
+        self.lr: float | None = None  # prune.finetune_lr during fine-tuning
         attach_packing(self)
 
     def configure_optimizers(self, make_optimizer):
@@ -142,11 +152,16 @@ def describe(ctx, task: PruneTask) -> dict[str, float]:
     """Accuracy, size and cost of the task's model as it stands."""
     model = task.model
     x1 = ctx.data.test[0][:1]
-    out = {"acc": ctx.evaluate(task, "test")["test/acc"], "val_acc": ctx.evaluate(task, "val")["val/acc"],
-           "params": count_params(model), "nonzero": count_nonzero(model),
-           "flops": count_flops(model, x1)}
-    out["conv_nonzero"] = sum(int(effective_weight(m).count_nonzero())
-                              for _, m in weight_layers(model) if isinstance(m, nn.Conv2d))
+    out = {
+        "acc": ctx.evaluate(task, "test")["test/acc"],
+        "val_acc": ctx.evaluate(task, "val")["val/acc"],
+        "params": count_params(model),
+        "nonzero": count_nonzero(model),
+        "flops": count_flops(model, x1),
+    }
+    out["conv_nonzero"] = sum(
+        int(effective_weight(m).count_nonzero()) for _, m in weight_layers(model) if isinstance(m, nn.Conv2d)
+    )
     for name, m in weight_layers(model):
         out[f"layer/{name}"] = effective_weight(m).numel()
     return out
@@ -179,20 +194,25 @@ class Level:
 class WeightLevel(Level):
     def check(self, model):
         if str(self.cfg.criterion) not in ("l1", "l2"):
-            raise ConfigError(f"prune.criterion={self.cfg.criterion} does not apply to prune.level=weight: "
-                              "expected l1 or l2 (weights are ranked by |w|)")
+            raise ConfigError(
+                f"prune.criterion={self.cfg.criterion} does not apply to prune.level=weight: "
+                "expected l1 or l2 (weights are ranked by |w|)"
+            )
 
     def prune(self, task, k, dense):
         model = task.model
         share = 1.0 - self.keep(k) / self.keep(k - 1)  # of the weights still unmasked
         params = [(m, "weight") for _, m in weight_layers(model)]
         scale = bn_scales(model, self.ctx.data.train[0][:2]) if self.cfg.fold_bn else {}
-        scores = {(m, "weight"): _per_row(effective_weight(m).detach().abs(), scale.get(m)) for m, _ in params}
+        scores = {
+            (m, "weight"): _per_row(effective_weight(m).detach().abs(), scale.get(m)) for m, _ in params
+        }
         # A layer pruned before holds a PruningContainer: `share` then applies to the
         # entries still unmasked.
         if str(self.cfg.scope) == "global":
-            tprune.global_unstructured(params, pruning_method=tprune.L1Unstructured, amount=share,
-                                       importance_scores=scores)
+            tprune.global_unstructured(
+                params, pruning_method=tprune.L1Unstructured, amount=share, importance_scores=scores
+            )
         else:
             for m, name in params:
                 tprune.l1_unstructured(m, name, amount=share, importance_scores=scores[(m, name)])
@@ -205,7 +225,7 @@ class WeightLevel(Level):
         make_permanent(model)
 
 
-def _per_row(w: torch.Tensor, scale: Optional[torch.Tensor]) -> torch.Tensor:
+def _per_row(w: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
     return w if scale is None else w * scale.view(-1, *([1] * (w.dim() - 1)))
 
 
@@ -220,8 +240,10 @@ class FilterLevel(Level):
         for name, m in weight_layers(model):
             width = m.weight.shape[0]
             if m is not head and int(width * (1 - self.ratio)) < 1:
-                raise ConfigError(f"prune.ratio={self.ratio} would remove every filter of {name} ({width} "
-                                  f"filters): expected prune.ratio < {1 - 1 / width:.4g} for prune.level=filter")
+                raise ConfigError(
+                    f"prune.ratio={self.ratio} would remove every filter of {name} ({width} "
+                    f"filters): expected prune.ratio < {1 - 1 / width:.4g} for prune.level=filter"
+                )
 
     def prune(self, task, k, dense):
         model = task.model
@@ -231,14 +253,23 @@ class FilterLevel(Level):
         ratios = {}
         for name, m in weight_layers(model):
             if m is not head:
-                target = int(widths[name] * self.keep(k) + 1e-6) if k == self.rounds else \
-                    round(widths[name] * self.keep(k))
+                target = (
+                    int(widths[name] * self.keep(k) + 1e-6)
+                    if k == self.rounds
+                    else round(widths[name] * self.keep(k))
+                )
                 # Torch-Pruning keeps int(width * (1 - ratio)): aim half a channel above.
                 ratios[m] = max(0.0, 1.0 - (max(target, 1) + 0.5) / m.weight.shape[0])
         model.eval()  # tracing must not move BN statistics
         importance = filter_criteria()[str(self.cfg.criterion)](model, self.ctx.loader(self.ctx.data.train))
-        pruner = tp.pruner.BasePruner(model, self.ctx.data.train[0][:2], importance=importance,
-                                      pruning_ratio=0.0, pruning_ratio_dict=ratios, ignored_layers=[head])
+        pruner = tp.pruner.BasePruner(
+            model,
+            self.ctx.data.train[0][:2],
+            importance=importance,
+            pruning_ratio=0.0,
+            pruning_ratio_dict=ratios,
+            ignored_layers=[head],
+        )
         pruner.step()
         return {}
 
@@ -268,11 +299,15 @@ class LayerLevel(Level):
     def check(self, model):
         n = len(removable_blocks(model))
         if n == 0:
-            raise ConfigError("prune.level=layer needs a model with residual blocks (self.blocks with "
-                              "identity shortcuts): use model=resnet")
+            raise ConfigError(
+                "prune.level=layer needs a model with residual blocks (self.blocks with "
+                "identity shortcuts): use model=resnet"
+            )
         if int(self.cfg.blocks) > n:
-            raise ConfigError(f"prune.blocks={self.cfg.blocks} is out of range: this model has {n} removable "
-                              f"blocks (identity shortcut, same shape in and out); expected 1..{n}")
+            raise ConfigError(
+                f"prune.blocks={self.cfg.blocks} is out of range: this model has {n} removable "
+                f"blocks (identity shortcut, same shape in and out); expected 1..{n}"
+            )
 
     def prune(self, task, k, dense):
         """Greedily drop the blocks whose removal keeps validation accuracy highest."""
@@ -293,8 +328,13 @@ class LayerLevel(Level):
                 trial[i] = (val["val/acc"], -val["val/loss"])
                 if step == 0:
                     scores[str(i)] = val["val/acc"]
-            log.info("round %d, block %d of %d: val acc without each block %s", k, step + 1,
-                     n_blocks, {i: round(v[0], 4) for i, v in trial.items()})
+            log.info(
+                "round %d, block %d of %d: val acc without each block %s",
+                k,
+                step + 1,
+                n_blocks,
+                {i: round(v[0], 4) for i, v in trial.items()},
+            )
             chosen.append(max(trial, key=trial.get))
 
         # The baseline: as many blocks drawn at random (seeded, so resumes agree).
@@ -305,13 +345,15 @@ class LayerLevel(Level):
         for i in chosen:
             model.blocks[i] = nn.Identity()
         log.info("removed blocks %s (criterion) | random baseline would remove %s", chosen, random_pick)
-        return {"chosen": chosen, "random": random_pick, "acc_random_block": acc_random,
-                "val_acc_without": scores}
+        return {
+            "chosen": chosen,
+            "random": random_pick,
+            "acc_random_block": acc_random,
+            "val_acc_without": scores,
+        }
 
 
 LEVELS: dict[str, type[Level]] = {"weight": WeightLevel, "filter": FilterLevel, "layer": LayerLevel}
-
-
 
 
 # ----------------------------------------------------------------------------- settings
@@ -329,7 +371,7 @@ def _source_model(ctx) -> nn.Module:
     return load_run(ctx.cfg.prune.from_run).model.to(ctx.device)
 
 
-def check(ctx) -> Optional[Path]:
+def check(ctx) -> Path | None:
     """prune.from_run must be a finished run on the same model, data and norm settings;
     returns its best.pt (None without prune.from_run)."""
     src = ctx.cfg.prune.from_run
@@ -347,8 +389,10 @@ def check(ctx) -> Optional[Path]:
         for key in sorted(set(theirs) | set(ours)):
             if theirs.get(key) != ours.get(key):
                 full = f"{section}.{key}" if key else section
-                raise ConfigError(f"prune.from_run={src} was run with {full}={theirs.get(key)}, this run has "
-                                  f"{ours.get(key)}: expected the same model, dataset, seed and bn settings")
+                raise ConfigError(
+                    f"prune.from_run={src} was run with {full}={theirs.get(key)}, this run has "
+                    f"{ours.get(key)}: expected the same model, dataset, seed and bn settings"
+                )
     return best
 
 

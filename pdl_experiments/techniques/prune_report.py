@@ -17,16 +17,21 @@ log = logging.getLogger("pdl_experiments")
 LATENCY_BATCH = 256
 
 
-def report(ctx, model, before: dict, after: dict, rounds: list[dict], level_name: str,
-           dense_model) -> dict[str, float]:
+def report(
+    ctx, model, before: dict, after: dict, rounds: list[dict], level_name: str, dense_model
+) -> dict[str, float]:
     """metrics.json's prune/* keys from the dense model's record (`before`), the pruned
     model's (`after`) and each round's; `dense_model` (untrained is fine) times the dense
     architecture's latency."""
     after["ckpt_bytes"] = (ctx.run_dir / "checkpoints" / "best.pt").stat().st_size
     x = ctx.data.test[0]
     x = x.repeat(math.ceil(LATENCY_BATCH / len(x)), *([1] * (x.dim() - 1)))[:LATENCY_BATCH]  # (256, C, H, W)
-    log.info("measuring CPU latency at batch %d (%d repeats, %d threads)", LATENCY_BATCH,
-             int(ctx.cfg.prune.latency_repeats), torch.get_num_threads())
+    log.info(
+        "measuring CPU latency at batch %d (%d repeats, %d threads)",
+        LATENCY_BATCH,
+        int(ctx.cfg.prune.latency_repeats),
+        torch.get_num_threads(),
+    )
     lat = cpu_latency_ms({"before": dense_model, "after": model}, x, int(ctx.cfg.prune.latency_repeats))
 
     m: dict[str, float] = {
@@ -53,7 +58,7 @@ def report(ctx, model, before: dict, after: dict, rounds: list[dict], level_name
     live = {n: int(effective_weight(mod).count_nonzero()) for n, mod in weight_layers(model)}
     for key, numel in before.items():
         if key.startswith("layer/"):
-            name = key[len("layer/"):]
+            name = key[len("layer/") :]
             kept = live.get(name, 0)
             m[f"prune/sparsity/{name}"] = 1.0 - kept / numel
             kept_total, orig_total = kept_total + kept, orig_total + numel
@@ -76,12 +81,14 @@ def _show(ctx, m: dict, level_name: str, rounds: list[dict], removed: list[int],
     from rich.console import Console
     from rich.table import Table
 
-    rows = [("test accuracy", "acc_before", "acc_finetuned", "{:.4f}"),
-            ("parameters", "params_before", "params_after", "{:,.0f}"),
-            ("non-zero parameters", "nonzero_before", "nonzero_after", "{:,.0f}"),
-            ("FLOPs / image (2 x MACs)", "flops_before", "flops_after", "{:,.0f}"),
-            (f"CPU latency, batch {LATENCY_BATCH} (ms)", "latency_ms_before", "latency_ms_after", "{:.2f}"),
-            ("checkpoint bytes", "ckpt_bytes_before", "ckpt_bytes_after", "{:,.0f}")]
+    rows = [
+        ("test accuracy", "acc_before", "acc_finetuned", "{:.4f}"),
+        ("parameters", "params_before", "params_after", "{:,.0f}"),
+        ("non-zero parameters", "nonzero_before", "nonzero_after", "{:,.0f}"),
+        ("FLOPs / image (2 x MACs)", "flops_before", "flops_after", "{:,.0f}"),
+        (f"CPU latency, batch {LATENCY_BATCH} (ms)", "latency_ms_before", "latency_ms_after", "{:.2f}"),
+        ("checkpoint bytes", "ckpt_bytes_before", "ckpt_bytes_after", "{:,.0f}"),
+    ]
     table = Table(title=f"pruning ({level_name} level): dense vs pruned", header_style="bold")
     for col in ("", "before", "after fine-tuning", "after / before"):
         table.add_column(col, justify="right" if col else "left")
@@ -91,12 +98,16 @@ def _show(ctx, m: dict, level_name: str, rounds: list[dict], removed: list[int],
         cells = [fmt.format(vb), fmt.format(va), f"{va / vb:.3f}" if vb else "-"]
         table.add_row(label, *cells)
         md.append(f"| {label} | " + " | ".join(cells) + " |")
-    extra = [f"test accuracy right after pruning: {m['prune/acc_pruned']:.4f}",
-             f"sparsity (conv + linear weights): {m['prune/sparsity']:.4f}"]
+    extra = [
+        f"test accuracy right after pruning: {m['prune/acc_pruned']:.4f}",
+        f"sparsity (conv + linear weights): {m['prune/sparsity']:.4f}",
+    ]
     if level_name == "layer":
-        extra.append(f"blocks removed {removed}: test acc {m['prune/acc_pruned']:.4f} "
-                     f"(criterion) vs {m['prune/acc_random_block']:.4f} (random {rounds[-1]['random']}),"
-                     " both before fine-tuning")
+        extra.append(
+            f"blocks removed {removed}: test acc {m['prune/acc_pruned']:.4f} "
+            f"(criterion) vs {m['prune/acc_random_block']:.4f} (random {rounds[-1]['random']}),"
+            " both before fine-tuning"
+        )
     Console().print(table)
     for line in extra:
         log.info(line)
@@ -106,5 +117,9 @@ def _show(ctx, m: dict, level_name: str, rounds: list[dict], removed: list[int],
     ctx.logger.figure("prune/sparsity_per_layer", sparsity_figure(m))
     if level_name == "layer":
         first = rounds[0]
-        ctx.logger.figure("prune/block_scores", block_scores_figure(
-            first["val_acc_without"], first["chosen"], first["random"], before["val_acc"]))
+        ctx.logger.figure(
+            "prune/block_scores",
+            block_scores_figure(
+                first["val_acc_without"], first["chosen"], first["random"], before["val_acc"]
+            ),
+        )

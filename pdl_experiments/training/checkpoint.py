@@ -61,9 +61,11 @@ def load_checkpoint(path: str | os.PathLike, name: str = "last.pt") -> dict:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, bad pickle, forbidden global, ...
-        why = "it holds objects other than tensors and plain values, and is refused" \
-            if "Unsupported global" in str(e) or "GLOBAL" in str(e) \
+        why = (
+            "it holds objects other than tensors and plain values, and is refused"
+            if "Unsupported global" in str(e) or "GLOBAL" in str(e)
             else "truncated, corrupted or not a torch checkpoint"
+        )
         raise CheckpointError(f"cannot read checkpoint {p}: {why}") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{p} is not a pdl-experiments checkpoint (format {FORMAT_VERSION})")
@@ -90,4 +92,3 @@ def _plain(x: Any) -> Any:
     if isinstance(x, (tuple, list)):
         return [_plain(v) for v in x]
     return x
-

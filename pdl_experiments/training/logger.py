@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -64,4 +65,3 @@ def _hparam_value(v: Any) -> Any:
     if v is None:
         return "None"
     return str(v)
-

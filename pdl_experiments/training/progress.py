@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Optional
 
 log = logging.getLogger("pdl_experiments")
 
@@ -59,7 +58,7 @@ class Progress:
             self._bar = None
 
 
-def summary_table(title: str, metrics: dict, console: Optional[object] = None) -> None:
+def summary_table(title: str, metrics: dict, console: object | None = None) -> None:
     """The end-of-run table of final metrics."""
     from rich.console import Console
     from rich.table import Table

@@ -17,9 +17,10 @@ import logging
 import math
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,7 +55,7 @@ class RunState:
     technique: str = ""
     extra: dict = field(default_factory=dict)
     phases_done: list = field(default_factory=list)
-    stop_signal: Optional[int] = None
+    stop_signal: int | None = None
 
     def install_signal_handlers(self) -> None:
         """First SIGINT/SIGTERM: finish the current step, save last.pt, exit."""
@@ -75,7 +76,7 @@ class RunState:
 class FitResult:
     phase: str
     epochs: int = 0
-    best_value: Optional[float] = None
+    best_value: float | None = None
     best_epoch: int = 0
     val: dict = field(default_factory=dict)  # last validation metrics
     time_s: float = 0.0
@@ -90,7 +91,7 @@ class Trainer:
         run_state: RunState,
         ckpt_dir: Path,
         make_optimizer: Callable[..., torch.optim.Optimizer],
-        make_scheduler: Optional[Callable[..., Any]] = None,
+        make_scheduler: Callable[..., Any] | None = None,
         logger: Any = None,  # RunLogger
     ):
         self.cfg = cfg
@@ -104,7 +105,7 @@ class Trainer:
         self.global_step = 0  # runs on across phases so TensorBoard curves never overlap
         self.epoch = 0
         self.train_time_s = 0.0  # all phases' training time
-        self.first_step_at: Optional[float] = None  # time.time() after the first step
+        self.first_step_at: float | None = None  # time.time() after the first step
         self._use_amp = device.type == "cuda" and cfg.amp
         # The losses are checked for NaN/inf together, once per log interval and at the end of
         # every epoch (a check is a device sync on CUDA and ~10 us of op overhead on CPU); the
@@ -135,10 +136,10 @@ class Trainer:
         train_loader: Any,
         val_loader: Any = None,
         phase: str = "train",
-        max_epochs: Optional[int] = None,
-        monitor: Optional[str] = None,
-        mode: Optional[str] = None,
-        resume: Optional[dict] = None,
+        max_epochs: int | None = None,
+        monitor: str | None = None,
+        mode: str | None = None,
+        resume: dict | None = None,
     ) -> FitResult:
         """Train one phase; `resume`: a checkpoint taken in this phase, to continue from."""
         result = self._fit(task, train_loader, val_loader, phase, max_epochs, monitor, mode, resume)
@@ -158,8 +159,16 @@ class Trainer:
         if self.make_scheduler is not None:
             schedulers = {n: self.make_scheduler(o) for n, o in self.optimizers.items()}
         result = FitResult(phase=phase)
-        st = {"epoch": 0, "batch": 0, "global_step": self.global_step, "best": None, "best_epoch": 0,
-              "bad_epochs": 0, "elapsed": 0.0, "epoch_gen_state": None}
+        st = {
+            "epoch": 0,
+            "batch": 0,
+            "global_step": self.global_step,
+            "best": None,
+            "best_epoch": 0,
+            "bad_epochs": 0,
+            "elapsed": 0.0,
+            "epoch_gen_state": None,
+        }
         best_state = None
 
         if ckpt is not None:
@@ -219,7 +228,9 @@ class Trainer:
                     seen += n
                     sizes.append(n)
                     for k, v in out.items():
-                        outs.setdefault(k, []).append(v.detach() if torch.is_tensor(v) else torch.tensor(float(v)))
+                        outs.setdefault(k, []).append(
+                            v.detach() if torch.is_tensor(v) else torch.tensor(float(v))
+                        )
                     if st["global_step"] % self._log_every == 0:
                         checked = self._check_finite(outs["loss"], checked, epoch, st["global_step"], phase)
                     if self.logger is not None and st["global_step"] % self._log_every == 0:
@@ -241,8 +252,10 @@ class Trainer:
                     s.step()
 
                 weights = torch.tensor(sizes, dtype=torch.float32)  # batch sizes: a sample-weighted mean
-                logs = {f"train/{k}": (torch.stack(v).float() @ weights.to(v[0].device)).item() / max(seen, 1)
-                        for k, v in outs.items()}
+                logs = {
+                    f"train/{k}": (torch.stack(v).float() @ weights.to(v[0].device)).item() / max(seen, 1)
+                    for k, v in outs.items()
+                }
                 logs["train/epoch_time_s"] = train_time
                 logs["train/samples_per_s"] = seen / max(train_time, 1e-9)
                 for n, o in self.optimizers.items():
@@ -274,8 +287,12 @@ class Trainer:
                     self._save_last(task, phase, st, schedulers, best_state, False)
                     last_save = time.monotonic()
                 if 0 < cfg.early_stopping_patience <= st["bad_epochs"]:
-                    log.info("early stopping at epoch %d (%s did not improve for %d epochs)",
-                             epoch, monitor, st["bad_epochs"])
+                    log.info(
+                        "early stopping at epoch %d (%s did not improve for %d epochs)",
+                        epoch,
+                        monitor,
+                        st["bad_epochs"],
+                    )
                     result.stopped_early = True
                     break
         finally:
@@ -338,8 +355,9 @@ class Trainer:
         }
 
     def _save_last(self, task, phase, st, schedulers, best_state, complete, val=None) -> None:
-        save_atomic(self._payload(task, phase, st, schedulers, best_state, complete, val),
-                    self.ckpt_dir / "last.pt")
+        save_atomic(
+            self._payload(task, phase, st, schedulers, best_state, complete, val), self.ckpt_dir / "last.pt"
+        )
 
     def _save_snapshot(self, task, phase, st, schedulers, best_state) -> None:
         path = self.ckpt_dir / f"{phase}_epoch{st['epoch']:04d}.pt"
@@ -348,7 +366,7 @@ class Trainer:
         for old in snaps[: -self.cfg.keep]:
             old.unlink(missing_ok=True)
 
-    def save_best(self, task: nn.Module, phase: str, epoch: int, value: Optional[float]) -> None:
+    def save_best(self, task: nn.Module, phase: str, epoch: int, value: float | None) -> None:
         """best.pt: just what load_run needs (weights, config, technique state)."""
         save_atomic(
             {
