@@ -201,7 +201,7 @@ def bench_data(batch_size: int = 64, epochs: int = 50) -> None:
     def run(make_iter):
         t0 = time.perf_counter()
         for _ in range(epochs):
-            for xb, yb in make_iter():
+            for _xb, _yb in make_iter():
                 pass
         return n / (time.perf_counter() - t0)
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pdl_experiments.config import ConfigError
 from pdl_experiments.data import DataError
 from pdl_experiments.data.sequences import PAD, load_copy, load_reverse, load_sort
 from pdl_experiments.models.attention import (
@@ -68,7 +69,7 @@ def test_variable_lengths_are_right_padded():
     x, y = d.train
     lengths = (x != PAD).sum(1)
     assert int(lengths.min()) == 3 and int(lengths.max()) == 8
-    for row_x, row_y, n in zip(x[:20], y[:20], lengths[:20]):
+    for row_x, row_y, n in zip(x[:20], y[:20], lengths[:20], strict=True):
         assert (row_x[n:] == PAD).all() and (row_x[:n] != PAD).all()
         assert torch.equal(row_y[:n], row_x[:n].flip(0)) and (row_y[n:] == PAD).all()
     s = load_sort(**SMALL, min_length=3).train
@@ -180,7 +181,7 @@ def test_bad_settings_fail_before_training(small_run, overrides, match):
 
 
 def test_score_is_an_enum_and_reaches_the_model():
-    with pytest.raises(Exception):
+    with pytest.raises(ConfigError, match="attention.score=cosine"):
         compose(["technique=attention", "attention.score=cosine"])
     cfg = compose(["technique=attention", "attention.score=additive"])
     assert cfg.model.score == "additive" and cfg.dataset._target_.endswith("load_reverse")

@@ -125,7 +125,7 @@ def test_gamma_and_beta_are_learned_like_any_parameter(impl):
         assert m.weight.grad is not None and m.weight.grad.abs().sum() > 0
         assert m.bias.grad is not None and m.bias.grad.abs().sum() > 0
     opt.step()
-    for m, (w, b) in zip(norms, before):
+    for m, (w, b) in zip(norms, before, strict=True):
         assert not torch.equal(m.weight, w) and not torch.equal(m.bias, b)
 
 

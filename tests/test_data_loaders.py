@@ -160,7 +160,7 @@ def check_splits(s: DataSplits, shape: tuple, n_train_total: int, n_test: int) -
 
 def assert_same(a: DataSplits, b: DataSplits) -> None:
     for k in ("train", "val", "test"):
-        for ta, tb in zip(getattr(a, k), getattr(b, k)):
+        for ta, tb in zip(getattr(a, k), getattr(b, k), strict=True):
             assert torch.equal(ta, tb)
 
 

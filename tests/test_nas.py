@@ -144,13 +144,13 @@ def test_second_order_gradient_matches_the_exact_unrolled_gradient():
     opt = torch.optim.SGD(net.weight_parameters(), lr=xi)
     before = [p.detach().clone() for p in net.parameters()]
     approx, _ = task.unrolled_alpha_grad(batch, opt)
-    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))  # w restored
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))  # w restored
 
     names = [n for n, _ in net.named_parameters() if n != "alpha"]
     w = net.weight_parameters()
     loss = task.loss(batch[0], batch[1])
     grads = torch.autograd.grad(loss, w, create_graph=True)
-    unrolled = {n: p - xi * g for n, p, g in zip(names, w, grads)}
+    unrolled = {n: p - xi * g for n, p, g in zip(names, w, grads, strict=True)}
     val = torch.nn.functional.cross_entropy(functional_call(net, unrolled, (batch[2],)), batch[3])
     exact = torch.autograd.grad(val, net.alpha)[0]
     assert torch.allclose(approx, exact, rtol=1e-3, atol=1e-6)

@@ -7,7 +7,9 @@ import subprocess
 
 import pytest
 import torch
+from hydra.errors import ConfigCompositionException
 
+from pdl_experiments.config import ConfigError
 from pdl_experiments.techniques import QUICK, TECHNIQUES
 
 from helpers import ENV, PY, REPO, compose, pdl_run, run_small
@@ -56,10 +58,16 @@ def test_technique_options_live_under_their_own_key():
 
 
 @pytest.mark.parametrize(
-    "override", ["trainer.max_epochs=abc", "trainer.nosuch=1", "model=nosuch", "trainer.device=tpu"]
+    ("override", "error"),
+    [
+        ("trainer.max_epochs=abc", ConfigError),  # the schema's type check (config.typed)
+        ("trainer.nosuch=1", ConfigCompositionException),  # Hydra: no such key to override
+        ("model=nosuch", ConfigCompositionException),  # Hydra: no such config group option
+        ("trainer.device=tpu", ConfigError),  # the schema's enum check
+    ],
 )
-def test_bad_overrides_fail_at_composition(override):
-    with pytest.raises(Exception):
+def test_bad_overrides_fail_at_composition(override, error):
+    with pytest.raises(error):
         compose([override])
 
 

@@ -106,7 +106,9 @@ class MixedOp(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:  # weights (O,)
         # "none" adds zero: it only takes its share of the softmax, so skip computing it.
-        return sum(w * op(x) for name, w, op in zip(self.names, weights, self.ops) if name != "none")
+        return sum(
+            w * op(x) for name, w, op in zip(self.names, weights, self.ops, strict=True) if name != "none"
+        )
 
 
 # -- cells and the network ---------------------------------------------------------------
@@ -146,7 +148,7 @@ class Cell(nn.Module):
         for node in range(2, 2 + self.nodes):
             terms = [
                 edge(states[i]) if weights is None else edge(states[i], weights[k])
-                for k, ((n, i), edge) in enumerate(zip(self.wiring, self.edges))
+                for k, ((n, i), edge) in enumerate(zip(self.wiring, self.edges, strict=True))
                 if n == node
             ]
             states.append(sum(terms))
@@ -194,7 +196,7 @@ class DartsNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, classes)
         weights = self.cell_weights()
         s0 = s1 = self.stem(self.normalize(x))  # (B, C, H, W)
-        for cell, pool in zip(self.cells, self.pool_after):
+        for cell, pool in zip(self.cells, self.pool_after, strict=True):
             s0, s1 = s1, cell(s0, s1, weights)
             if pool:
                 s0, s1 = self.pool(s0), self.pool(s1)
@@ -274,7 +276,7 @@ def random_genotype(ops: Sequence[str], nodes: int, generator: torch.Generator, 
     for j in range(nodes):
         inputs = sorted(torch.randperm(2 + j, generator=generator)[:keep].tolist())
         picks = torch.randint(len(real), (len(inputs),), generator=generator).tolist()
-        genotype.append([[real[p], i] for p, i in zip(picks, inputs)])
+        genotype.append([[real[p], i] for p, i in zip(picks, inputs, strict=True)])
     return genotype
 
 

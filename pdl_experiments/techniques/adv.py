@@ -120,7 +120,9 @@ def whitebox(
             accs.append((preds == y).float().mean().item())
             out[f"acc/{name}@{eps:g}"] = accs[-1]
         out[f"robust_acc/{name}"] = out[f"acc/{name}@{float(cfg.epsilon):g}"]
-        log.info("  %-4s  %s", name, "  ".join(f"eps={e:g}: {a:.3f}" for e, a in zip(eps_list, accs)))
+        log.info(
+            "  %-4s  %s", name, "  ".join(f"eps={e:g}: {a:.3f}" for e, a in zip(eps_list, accs, strict=True))
+        )
     return out
 
 

@@ -149,7 +149,9 @@ def measure(
     finally:
         for h in hooks:
             h.remove()
-    return [LayerStats(n, g.norm().item(), *inputs[n], preacts.get(n)) for n, g in zip(order, grads)]
+    return [
+        LayerStats(n, g.norm().item(), *inputs[n], preacts.get(n)) for n, g in zip(order, grads, strict=True)
+    ]
 
 
 def summarize(stats: list[LayerStats]) -> dict[str, float]:

@@ -99,7 +99,8 @@ def bn_scales(model: nn.Module, x: torch.Tensor) -> dict[nn.Module, torch.Tensor
             for h in handles:
                 h.remove()
     scales = {}
-    for prev, cur in zip(order, order[1:]):
+    # Consecutive pairs: order[1:] is one shorter, so the last module pairs with nothing.
+    for prev, cur in zip(order, order[1:], strict=False):
         if is_norm(cur) and isinstance(prev, (nn.Conv2d, nn.Linear)) and cur.weight is not None:
             scales[prev] = cur.weight.detach().abs() / (cur.running_var + cur.eps).sqrt()  # (C_out,)
     return scales

@@ -192,7 +192,10 @@ class PairedLoader:
         return self.iter_from(0)
 
     def iter_from(self, start_batch: int) -> Iterator[tuple[torch.Tensor, ...]]:
-        for (x_w, y_w), (x_a, y_a) in zip(self.w.iter_from(start_batch), self.alpha.iter_from(start_batch)):
+        # An epoch is the shorter half (see __len__): the longer one's extra batches are dropped.
+        for (x_w, y_w), (x_a, y_a) in zip(
+            self.w.iter_from(start_batch), self.alpha.iter_from(start_batch), strict=False
+        ):
             yield x_w, y_w, x_a, y_a
 
 
@@ -285,7 +288,7 @@ class SearchTask(Task):
         saved = [p.detach().clone() for p in w]
         g_train = _grads(self.loss(x_w, y_w), w)
         with torch.no_grad():
-            for p, g in zip(w, g_train):
+            for p, g in zip(w, g_train, strict=True):
                 p.sub_(xi * g)  # w'
         val_loss = self.loss(x_a, y_a)
         g_alpha, *v = _grads(val_loss, [alpha, *w])
@@ -293,12 +296,12 @@ class SearchTask(Task):
         g_pm = []
         for sign in (1.0, -1.0):
             with torch.no_grad():
-                for p, s, g in zip(w, saved, v):
+                for p, s, g in zip(w, saved, v, strict=True):
                     p.copy_(s + sign * r * g)  # w + r v, then w - r v
             with frozen(w):
                 g_pm.append(_grads(self.loss(x_w, y_w), [alpha])[0])
         with torch.no_grad():
-            for p, s in zip(w, saved):
+            for p, s in zip(w, saved, strict=True):
                 p.copy_(s)
         return g_alpha - xi * (g_pm[0] - g_pm[1]) / (2 * r), val_loss.detach()
 
@@ -316,7 +319,7 @@ class SearchTask(Task):
         }
         for k, op in enumerate(self.model.ops):
             logs[f"nas/op_share/{op}"] = weights[:, k].mean().item()
-        for label, h in zip(self.edge_labels, entropy.tolist()):
+        for label, h in zip(self.edge_labels, entropy.tolist(), strict=True):
             logs[f"nas/edge_entropy/{label}"] = h
         return logs
 
@@ -380,7 +383,7 @@ def alpha_figure(task: SearchTask, epoch: int):
 
 def _grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
     grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
 
 
 # -- load_run --------------------------------------------------------------------------------
