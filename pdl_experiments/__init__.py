@@ -19,11 +19,11 @@ if not _os.path.isdir(_os.path.join(_here, "configs")):
         __path__.append(_repo)
 
 
-def load_run(run_dir, checkpoint: str = "best.pt", device: str = "cpu"):
+def load_run(run_dir, checkpoint: str = "best.pt", device: str = "cpu", trust=None):
     """See pdl_experiments.loading.load_run (imported lazily: this package must import fast)."""
     from .loading import load_run as _load_run
 
-    return _load_run(run_dir, checkpoint, device)
+    return _load_run(run_dir, checkpoint, device, trust)
 
 
 __all__ = ["__version__", "load_run"]

@@ -196,11 +196,19 @@ def eval_main(argv: list[str] | None = None) -> None:
     p.add_argument("run_dir")
     p.add_argument("--checkpoint", default="best.pt")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="also allow the run's config to name classes under this module prefix "
+        "(your own code, e.g. mypkg.models); repeatable; see README 'Sharing runs safely'",
+    )
     args = p.parse_args(argv)
     try:
         from .loading import evaluate_run
 
-        metrics = evaluate_run(args.run_dir, args.checkpoint, args.device)
+        metrics = evaluate_run(args.run_dir, args.checkpoint, args.device, args.trust)
     except Exception as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .data import DataSplits, TensorLoader
 from .models import BatchNormSpec, build_model, count_params
+from .safety import load_yaml_config
 from .training import FitResult, RunState, Trainer, load_checkpoint
 from .training.checkpoint import CheckpointError
 from .training.logger import RunLogger
@@ -205,7 +206,7 @@ def load_resume(cfg: DictConfig, path: str) -> dict:
             f"trainer.resume={path} is a checkpoint of technique="
             f"{ckpt.get('technique')}, not technique={cfg.technique}"
         )
-    old = OmegaConf.create(ckpt.get("config") or "{}")
+    old = load_yaml_config(text=ckpt.get("config") or "{}")  # read as data: bounded, no aliases
     old_model = OmegaConf.select(old, "model._target_")
     if old_model is not None and old_model != cfg.model.get("_target_"):
         raise CheckpointError(

@@ -1,5 +1,8 @@
 """Finished runs read back: `load_run` (model, config, data, metrics) and `evaluate_run`.
 
+A run directory may come from someone else: its config is checked by safety.py before
+anything it names is imported (only the project's loaders and models, torch optimizers and
+schedulers, and what the caller trusts: `trust=[...]` or $PDL_TRUSTED_TARGETS).
 Techniques may import from here (prune.from_run starts from a finished run); nothing here
 imports a technique at module level.
 """
@@ -8,14 +11,16 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from .data import DataSplits, TensorLoader
 from .models import BatchNormSpec, build_model
+from .safety import check_config, load_yaml_config, read_bounded
 from .training import load_checkpoint
 from .training.checkpoint import CheckpointError
 
@@ -30,12 +35,15 @@ class LoadedRun:
     run_dir: Path
 
 
-def run_config(run_dir: str | Path) -> DictConfig:
-    """The composed config a run directory was made with (its .hydra/config.yaml)."""
+def run_config(run_dir: str | Path, trust: Iterable[str] | None = None) -> DictConfig:
+    """The composed config a run directory was made with (its .hydra/config.yaml), checked:
+    safety.UntrustedConfig if it names code that is neither the project's nor trusted."""
     cfg_path = Path(run_dir).expanduser() / ".hydra" / "config.yaml"
     if not cfg_path.is_file():
         raise CheckpointError(f"{run_dir} is not a run directory (no .hydra/config.yaml)")
-    return OmegaConf.load(cfg_path)
+    cfg = load_yaml_config(cfg_path)
+    check_config(cfg, str(cfg_path), trust)
+    return cfg
 
 
 def submodule_state(state_dict: dict, prefix: str = "model.") -> dict:
@@ -43,12 +51,18 @@ def submodule_state(state_dict: dict, prefix: str = "model.") -> dict:
     return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "cpu") -> LoadedRun:
-    """The trained model of a finished run (best weights, eval mode), its config and data."""
+def load_run(
+    run_dir: str | Path, checkpoint: str = "best.pt", device: str = "cpu", trust: Iterable[str] | None = None
+) -> LoadedRun:
+    """The trained model of a finished run (best weights, eval mode), its config and data.
+
+    `trust`: module prefixes whose classes the run's config may name besides the project's
+    own (e.g. ["mypkg.models"]); $PDL_TRUSTED_TARGETS adds to them.
+    """
     from hydra.utils import instantiate
 
     run_dir = Path(run_dir)
-    cfg = run_config(run_dir)
+    cfg = run_config(run_dir, trust)
     ckpt = load_checkpoint(run_dir, checkpoint)
     data = instantiate(cfg.dataset, _convert_="all")
     technique = importlib.import_module(f"pdl_experiments.techniques.{cfg.technique}")
@@ -59,13 +73,15 @@ def load_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "cp
         model = build_model(cfg.model, data.info, norm)
         model.load_state_dict(submodule_state(ckpt["task"]))
     metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics = json.loads(read_bounded(metrics_path)) if metrics_path.is_file() else {}
     return LoadedRun(model.to(device).eval(), cfg, data, metrics, ckpt, run_dir)
 
 
-def evaluate_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "cpu") -> dict:
+def evaluate_run(
+    run_dir: str | Path, checkpoint: str = "best.pt", device: str = "cpu", trust: Iterable[str] | None = None
+) -> dict:
     """Recompute a saved run's test metrics from its checkpoint (what pdl-eval prints)."""
-    loaded = load_run(run_dir, checkpoint, device)
+    loaded = load_run(run_dir, checkpoint, device, trust)
     technique = importlib.import_module(f"pdl_experiments.techniques.{loaded.cfg.technique}")
     data = loaded.data.to(device)
     if hasattr(technique, "evaluate_model"):

@@ -16,6 +16,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from .safety import load_yaml_config, read_bounded
+
 log = logging.getLogger("pdl_experiments")
 
 
@@ -51,8 +53,8 @@ def collect(runs: list[Path]) -> list[dict[str, Any]]:
     for r in runs:
         overrides = _read_overrides(r)
         status_path, metrics_path = r / "status.json", r / "metrics.json"
-        status = json.loads(status_path.read_text()) if status_path.is_file() else {}
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        status = json.loads(read_bounded(status_path)) if status_path.is_file() else {}
+        metrics = json.loads(read_bounded(metrics_path)) if metrics_path.is_file() else {}
         if status.get("status") == "failed":
             state = "failed: " + status.get("error", "").splitlines()[0][:120]
         elif metrics:
@@ -70,7 +72,7 @@ def _read_overrides(run_dir: Path) -> dict[str, str]:
     from omegaconf import OmegaConf
 
     out = {}
-    for o in OmegaConf.to_container(OmegaConf.load(path)) or []:
+    for o in OmegaConf.to_container(load_yaml_config(path)) or []:
         k, _, v = str(o).partition("=")
         if not k.startswith("hydra"):
             out[k] = v

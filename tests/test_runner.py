@@ -50,6 +50,11 @@ def test_every_technique_runs_a_tiny_epoch(tmp_path, technique):
     assert json.loads((run_dir / "metrics.json").read_text()) == pytest.approx(metrics)
     assert (run_dir / "checkpoints" / "best.pt").is_file() and (run_dir / "checkpoints" / "last.pt").is_file()
     assert list(run_dir.glob("events.out.tfevents.*"))
+    # Read back as a shared run directory would be: checked config, weights_only checkpoint.
+    from pdl_experiments.loading import evaluate_run, load_run
+
+    assert not load_run(run_dir).model.training
+    assert evaluate_run(run_dir)
 
 
 def test_technique_options_live_under_their_own_key():
