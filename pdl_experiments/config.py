@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import MISSING, DictConfig
 
@@ -63,7 +63,9 @@ class PruneLevel(StrEnum):
 
 
 # OmegaConf matches enum members by name, and `global` is a Python keyword: functional API.
-PruneScope = StrEnum("PruneScope", [("global", "global"), ("layer", "layer")])
+# Spelled Enum(..., type=StrEnum) (the same class as StrEnum(...): bases StrEnum, str, Enum)
+# because mypy understands the functional API only when called on enum.Enum itself.
+PruneScope = Enum("PruneScope", [("global", "global"), ("layer", "layer")], type=StrEnum)
 
 
 class PruneCriterion(StrEnum):
@@ -302,7 +304,7 @@ def typed(cfg: DictConfig) -> DictConfig:
 
     src = cfg
     if "hydra" in cfg:  # a config composed with return_hydra_config=True
-        src = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        src = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
     try:
         out = OmegaConf.merge(OmegaConf.structured(RunConfig), src)
     except OmegaConfBaseException as e:
@@ -311,7 +313,7 @@ def typed(cfg: DictConfig) -> DictConfig:
         msg = str(e).splitlines()[0].strip() if str(e).strip() else type(e).__name__
         shown = f"{key}={value}" if value is not None and not isinstance(value, (dict, list)) else key
         raise ConfigError(f"{shown}: {msg}") from None
-    return out
+    return cast(DictConfig, out)  # merged onto a structured DictConfig: a DictConfig
 
 
 # (key, predicate, what is allowed). Checked before any work starts.

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -54,7 +54,8 @@ def hparams(cfg: DictConfig) -> dict[str, Any]:
         flat.setdefault(key, _scalar(OmegaConf.select(cfg, key)))
     section = str(cfg.technique)
     if section in cfg and section != "bn":
-        for k, v in OmegaConf.to_container(cfg[section], resolve=True, enum_to_str=True).items():
+        options = cast("dict[str, Any]", OmegaConf.to_container(cfg[section], resolve=True, enum_to_str=True))
+        for k, v in options.items():
             flat.setdefault(f"{section}.{k}", _scalar(v))
     return flat
 

@@ -27,7 +27,7 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .config import ConfigError
 
@@ -110,7 +110,8 @@ def check_config(cfg: Any, where: str, trust: Iterable[str] | None = None) -> No
             continue
         if not OmegaConf.is_dict(node):
             raise UntrustedConfig(f"{where}: {block} must be a mapping with a _target_; refused")
-        _check_block(OmegaConf.to_container(node, resolve=False), block, where, prefixes)
+        block_dict = cast("dict[str, Any]", OmegaConf.to_container(node, resolve=False))  # is_dict above
+        _check_block(block_dict, block, where, prefixes)
     for key, value in _walk(OmegaConf.to_container(cfg, resolve=False), ""):
         head = key.split(".", 1)[0]
         if (key == "_target_" or key.endswith("._target_")) and head not in BLOCKS:

@@ -15,6 +15,7 @@ Nothing here imports vision.py (it imports this module), so helpers both need li
 from __future__ import annotations
 
 import gzip
+import importlib
 import os
 import pickle
 import tempfile
@@ -114,12 +115,20 @@ def _run_idx_reader(reader: Callable[[str], torch.Tensor], plain: str, shown: st
         raise _corrupt(shown, one_line(err)) from None
 
 
+def _required(directory: str, filename: str) -> str:
+    """present(..., gz_ok=True), or a DataError when neither the file nor its .gz is there."""
+    path = present(directory, filename, gz_ok=True)
+    if path is None:
+        raise DataError(f"{filename} (or {filename}.gz) not found in {directory}")
+    return path
+
+
 def _read_idx_pair(directory: str, prefix: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     # lazy: importing torchvision costs start-up time that only these datasets need
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
-    image_path = present(directory, f"{prefix}-images-idx3-ubyte", gz_ok=True)
-    label_path = present(directory, f"{prefix}-labels-idx1-ubyte", gz_ok=True)
+    image_path = _required(directory, f"{prefix}-images-idx3-ubyte")
+    label_path = _required(directory, f"{prefix}-labels-idx1-ubyte")
     images = _read_idx(image_path, read_image_file)  # uint8 (N, H, W)
     labels = _read_idx(label_path, read_label_file)  # int64 (N,)
     if len(images) != len(labels):
@@ -141,10 +150,10 @@ def read_mnist_like(directory: str, class_names: list[str]) -> RawData:
 
 def _numpy_reconstruct():
     try:
-        from numpy._core.multiarray import _reconstruct  # numpy >= 2
+        multiarray = importlib.import_module("numpy._core.multiarray")  # numpy >= 2
     except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct
-    return _reconstruct
+        multiarray = importlib.import_module("numpy.core.multiarray")
+    return multiarray._reconstruct
 
 
 # The only globals an array-in-a-dict pickle needs. Anything else (os.system, a class

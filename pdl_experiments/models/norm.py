@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import torch
 from torch import nn
@@ -27,6 +28,9 @@ from torch import nn
 
 class CourseBatchNorm(nn.Module):
     """Batch norm written out with the course's formulas; works for (N, C) and (N, C, ...)."""
+
+    running_mean: torch.Tensor  # buffers, registered in __init__
+    running_var: torch.Tensor
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__()
@@ -88,5 +92,5 @@ class BatchNormSpec:
         return not self.enabled
 
 
-def is_norm(m: nn.Module) -> bool:
+def is_norm(m: nn.Module) -> TypeGuard[nn.modules.batchnorm._BatchNorm | CourseBatchNorm]:
     return isinstance(m, (nn.modules.batchnorm._BatchNorm, CourseBatchNorm))

@@ -40,5 +40,5 @@ def _sync_shape_attributes(m: nn.Module) -> None:
         m.in_channels = w.shape[1] * m.groups
     elif isinstance(m, nn.Linear) and w is not None:
         m.out_features, m.in_features = w.shape
-    elif hasattr(m, "num_features") and getattr(m, "running_mean", None) is not None:
-        m.num_features = m.running_mean.shape[0]
+    elif hasattr(m, "num_features") and (running_mean := getattr(m, "running_mean", None)) is not None:
+        m.num_features = running_mean.shape[0]

@@ -62,6 +62,10 @@ class Seq2SeqModel(nn.Module):
     def has_attention(self) -> bool:
         return True
 
+    def generate(self, src: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """src (B, S) -> (B, steps or S) tokens; every model implements it."""
+        raise NotImplementedError
+
 
 class Seq2Seq(Seq2SeqModel):
     def __init__(
@@ -130,15 +134,17 @@ class Seq2Seq(Seq2SeqModel):
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, return_attention: bool = False):
         enc, state = self.encode(src)
-        logits, maps = [], []
+        logits_per_step: list[torch.Tensor] = []
+        weights_per_step: list[torch.Tensor] = []  # stays empty without attention
         for t in range(tgt_in.shape[1]):
             step_logits, state, weights = self.step(tgt_in[:, t], state, enc)
-            logits.append(step_logits)
-            maps.append(weights)
-        logits = torch.stack(logits, dim=1)  # (B, T, V)
+            logits_per_step.append(step_logits)
+            if weights is not None:
+                weights_per_step.append(weights)
+        logits = torch.stack(logits_per_step, dim=1)  # (B, T, V)
         if not return_attention:
             return logits
-        maps = {"attention": torch.stack(maps, dim=1)} if self.attention else {}  # (B, T, S)
+        maps = {"attention": torch.stack(weights_per_step, dim=1)} if self.attention else {}  # (B, T, S)
         return logits, maps
 
     @torch.no_grad()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import cast
 
 import torch
 from torch import nn
@@ -24,9 +25,11 @@ _BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
 
 def effective_weight(m: nn.Module) -> torch.Tensor:
     """The weight the layer computes with (masked while masks are attached)."""
+    # Tensors all three: weight_orig is a parameter, weight_mask a buffer, weight a parameter
+    # or (while masked) the plain tensor torch.nn.utils.prune sets before each forward.
     if hasattr(m, "weight_mask"):
-        return m.weight_orig * m.weight_mask
-    return m.weight
+        return cast(torch.Tensor, m.weight_orig) * cast(torch.Tensor, m.weight_mask)
+    return cast(torch.Tensor, m.weight)
 
 
 def make_permanent(model: nn.Module) -> None:

@@ -9,6 +9,9 @@ inside each residual branch) train without a warm-up schedule.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -54,7 +57,11 @@ class DecoderLayer(nn.Module):
         return y + self.ff(self.norm3(y)), weights
 
     def step(
-        self, y: torch.Tensor, past: torch.Tensor | None, memory_kv: tuple, memory_mask: torch.Tensor
+        self,
+        y: torch.Tensor,
+        past: torch.Tensor | None,
+        memory_kv: tuple[torch.Tensor, torch.Tensor],
+        memory_mask: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One new position for greedy decoding: y (B, 1, D), past (B, t, D) or None.
 
@@ -130,11 +137,12 @@ class Transformer(Seq2SeqModel):
         memory, mask = self.encode(src)
         token = torch.full_like(src[:, :1], self.bos)  # (B, 1)
         pasts: list[torch.Tensor | None] = [None] * len(self.decoder)
-        memory_kv = [layer.cross_attn.project_memory(memory) for layer in self.decoder]
+        decoder = cast(Iterable[DecoderLayer], self.decoder)  # the ModuleList built in __init__
+        memory_kv = [layer.cross_attn.project_memory(memory) for layer in decoder]
         out = []
         for t in range(steps or src.shape[1]):
             y = self.dropout(self.embed(token) + self.tgt_pos.weight[t])
-            for i, layer in enumerate(self.decoder):
+            for i, layer in enumerate(decoder):
                 y, pasts[i] = layer.step(y, pasts[i], memory_kv[i], mask)  # (B, 1, D)
             token = self.out(self.dec_norm(y)).argmax(-1)  # (B, 1): fed back next step
             out.append(token)

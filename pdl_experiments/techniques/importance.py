@@ -98,10 +98,17 @@ def bn_scales(model: nn.Module, x: torch.Tensor) -> dict[nn.Module, torch.Tensor
         finally:
             for h in handles:
                 h.remove()
-    scales = {}
+    scales: dict[nn.Module, torch.Tensor] = {}
     # Consecutive pairs: order[1:] is one shorter, so the last module pairs with nothing.
     for prev, cur in zip(order, order[1:], strict=False):
-        if is_norm(cur) and isinstance(prev, (nn.Conv2d, nn.Linear)) and cur.weight is not None:
+        # A norm layer without running statistics (track_running_stats=False) has no fixed
+        # scale to fold: its layer keeps the raw |w|.
+        if (
+            is_norm(cur)
+            and isinstance(prev, (nn.Conv2d, nn.Linear))
+            and cur.weight is not None
+            and cur.running_var is not None
+        ):
             scales[prev] = cur.weight.detach().abs() / (cur.running_var + cur.eps).sqrt()  # (C_out,)
     return scales
 

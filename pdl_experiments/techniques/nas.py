@@ -23,6 +23,7 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,7 @@ from ..config import ConfigError
 from ..data import TensorLoader
 from ..loading import submodule_state
 from ..models.darts import (
+    Cell,
     DerivedNetwork,
     Genotype,
     SearchNetwork,
@@ -100,7 +102,8 @@ def search(ctx, ph, ops: list[str]) -> None:
         ctx.device
     )
     task = SearchTask(model, float(nas.arch_lr), bool(nas.second_order), ctx.loader("val"))
-    w_half, alpha_half = split_halves(*ctx.data.train, int(ctx.cfg.seed))
+    x_train, y_train = ctx.data.train
+    w_half, alpha_half = split_halves(x_train, y_train, int(ctx.cfg.seed))
     loader = PairedLoader(
         w_half,
         alpha_half,
@@ -177,7 +180,12 @@ class PairedLoader:
     """
 
     def __init__(
-        self, w_half: tuple, alpha_half: tuple, batch_size: int, generator: torch.Generator, transform=None
+        self,
+        w_half: tuple[torch.Tensor, torch.Tensor],
+        alpha_half: tuple[torch.Tensor, torch.Tensor],
+        batch_size: int,
+        generator: torch.Generator,
+        transform=None,
     ):
         self.generator = generator
         self.w = TensorLoader(*w_half, batch_size, shuffle=True, generator=generator, transform=transform)
@@ -199,7 +207,9 @@ class PairedLoader:
             yield x_w, y_w, x_a, y_a
 
 
-def split_halves(x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[tuple, tuple]:
+def split_halves(
+    x: torch.Tensor, y: torch.Tensor, seed: int
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed)).to(y.device)
     half = len(y) // 2
     w_idx, a_idx = order[:half], order[half:]
@@ -237,7 +247,7 @@ class SearchTask(Task):
         self.arch_lr = arch_lr
         self.second_order = second_order
         self.val_loader = val_loader
-        self.nodes = model.cells[0].nodes
+        self.nodes = cast(Cell, model.cells[0]).nodes
         self.edge_labels = [f"{node_name(i)} → n{n}" for n, i in edge_inputs(self.nodes)]
 
     def configure_optimizers(self, make_optimizer):
@@ -381,7 +391,7 @@ def alpha_figure(task: SearchTask, epoch: int):
     return fig
 
 
-def _grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+def _grads(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
 

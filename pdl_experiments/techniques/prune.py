@@ -38,7 +38,7 @@ import logging
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch_pruning as tp
@@ -78,7 +78,7 @@ def run(ctx) -> dict[str, float]:
         if source_ckpt is None:
             ctx.fit(task, phase=ph.name)
             source_ckpt = ctx.run_dir / "checkpoints" / "best.pt"
-        dense = describe(ctx, task)
+        dense: dict[str, Any] = describe(ctx, task)  # the phase record: widths are a dict
         dense["ckpt_bytes"] = source_ckpt.stat().st_size
         dense["widths"] = {n: m.weight.shape[0] for n, m in weight_layers(model)}
         ph.finish(**dense)
@@ -218,7 +218,8 @@ class WeightLevel(Level):
                 tprune.l1_unstructured(m, name, amount=share, importance_scores=scores[(m, name)])
         with torch.no_grad():
             for m, _ in params:
-                m.weight_orig.mul_(m.weight_mask)  # masked entries hold nothing worth keeping
+                # masked entries hold nothing worth keeping (both set by torch.nn.utils.prune)
+                cast(torch.Tensor, m.weight_orig).mul_(cast(torch.Tensor, m.weight_mask))
         return {}
 
     def finalize(self, model):
@@ -285,14 +286,15 @@ def removable_blocks(model: nn.Module) -> list[int]:
 @contextmanager
 def blocks_removed(model: nn.Module, idxs: Iterable[int]):
     """Temporarily replace blocks by the identity (for scoring)."""
-    saved = {i: model.blocks[i] for i in idxs}
+    blocks = cast(nn.ModuleList, model.blocks)  # removable_blocks: only models with a ModuleList
+    saved = {i: blocks[i] for i in idxs}
     try:
         for i in saved:
-            model.blocks[i] = nn.Identity()
+            blocks[i] = nn.Identity()
         yield model
     finally:
         for i, b in saved.items():
-            model.blocks[i] = b
+            blocks[i] = b
 
 
 class LayerLevel(Level):
@@ -335,7 +337,7 @@ class LayerLevel(Level):
                 n_blocks,
                 {i: round(v[0], 4) for i, v in trial.items()},
             )
-            chosen.append(max(trial, key=trial.get))
+            chosen.append(max(trial, key=lambda i: trial[i]))
 
         # The baseline: as many blocks drawn at random (seeded, so resumes agree).
         gen = torch.Generator().manual_seed(int(ctx.cfg.seed) + 7919 * k)
@@ -397,7 +399,9 @@ def check(ctx) -> Path | None:
 
 
 def _flat(node: Any) -> dict[str, Any]:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else {"": node}
+    if isinstance(node, DictConfig):
+        return cast("dict[str, Any]", OmegaConf.to_container(node, resolve=True))  # a DictConfig's: a dict
+    return {"": node}
 
 
 def load_model(cfg, data, ckpt: dict, norm) -> nn.Module:

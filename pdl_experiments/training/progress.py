@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 log = logging.getLogger("pdl_experiments")
 
@@ -58,7 +62,7 @@ class Progress:
             self._bar = None
 
 
-def summary_table(title: str, metrics: dict, console: object | None = None) -> None:
+def summary_table(title: str, metrics: dict, console: Console | None = None) -> None:
     """The end-of-run table of final metrics."""
     from rich.console import Console
     from rich.table import Table

@@ -20,13 +20,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .checkpoint import FORMAT_VERSION, capture_rng, restore_rng, save_atomic
 from .progress import Progress
+
+if TYPE_CHECKING:
+    from ..techniques.base import Task
 
 log = logging.getLogger("pdl_experiments")
 
@@ -132,7 +135,7 @@ class Trainer:
 
     def fit(
         self,
-        task: nn.Module,
+        task: Task,
         train_loader: Any,
         val_loader: Any = None,
         phase: str = "train",
@@ -159,7 +162,8 @@ class Trainer:
         if self.make_scheduler is not None:
             schedulers = {n: self.make_scheduler(o) for n, o in self.optimizers.items()}
         result = FitResult(phase=phase)
-        st = {
+        # The loop's state: saved in every checkpoint as "loop", restored on resume.
+        st: dict[str, Any] = {
             "epoch": 0,
             "batch": 0,
             "global_step": self.global_step,
@@ -224,9 +228,9 @@ class Trainer:
                     st["batch"] += 1
                     st["global_step"] += 1
                     self.global_step = st["global_step"]
-                    n = len(batch[1])
-                    seen += n
-                    sizes.append(n)
+                    n_samples = len(batch[1])
+                    seen += n_samples
+                    sizes.append(n_samples)
                     for k, v in out.items():
                         outs.setdefault(k, []).append(
                             v.detach() if torch.is_tensor(v) else torch.tensor(float(v))
@@ -319,7 +323,7 @@ class Trainer:
         return len(losses)
 
     @torch.no_grad()
-    def evaluate(self, task: nn.Module, loader: Any) -> dict[str, float]:
+    def evaluate(self, task: Task, loader: Any) -> dict[str, float]:
         was_training = task.training
         task.eval()
         try:
