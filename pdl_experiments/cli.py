@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 import time
 
@@ -54,7 +55,7 @@ def _use_libyaml() -> None:
         base = oc_utils.get_yaml_loader()
         scalar_tag = yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG
 
-        class OmegaConfCLoader(yaml.CSafeLoader):  # type: ignore[misc, name-defined]
+        class OmegaConfCLoader(yaml.CSafeLoader):
             def construct_mapping(self, node, deep=False):
                 keys = set()
                 for key_node, _ in node.value:
@@ -90,13 +91,30 @@ def _hydra_main(cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from . import sweep
     from .outputs import save_json
     from .run import run
+    from .training import Interrupted
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    sweep_dir = Path(HydraConfig.get().sweep.dir) if multirun else None
+    if sweep_dir is not None and sweep.stop_requested(sweep_dir) is not None:
+        sweep.skip_job(out_dir)  # the sweep was told to stop: this job never starts
+        return {"status": "skipped"}
     try:
-        metrics = run(cfg, out_dir)
+        metrics = run(cfg, out_dir, stop_file=sweep.stop_file(sweep_dir) if sweep_dir else None)
+    except Interrupted as e:
+        if sweep_dir is None:
+            _run_error.append(e)
+            return None
+        # One signal stops the whole sweep: no further job starts (see sweep.py).
+        sweep.request_stop(sweep_dir, e.signum)
+        save_json(
+            {"status": "interrupted", "phase": e.phase, "epoch": e.epoch, "signal": e.signame},
+            out_dir / STATUS_FILE,
+        )
+        return {"status": "interrupted"}
     except Exception as e:
         if not multirun:
             _run_error.append(e)
@@ -126,7 +144,14 @@ def main() -> None:
         sys.exit(130)
     except SystemExit as e:
         from .report import SweepFailed
+        from .sweep import SweepStopped
 
+        if isinstance(e, SweepStopped):
+            sys.stderr.write(
+                f"pdl-run: sweep stopped by {signal.Signals(e.signum).name}; continue it with "
+                "the same command plus trainer.resume=auto\n"
+            )
+            sys.exit(128 + e.signum)
         if not isinstance(e, SweepFailed):
             raise
         sys.stderr.write(f"pdl-run: error: {e.code}\n")
@@ -158,9 +183,10 @@ def one_line(e: BaseException) -> str:
     when one is in the chain, it alone is the message, whatever Hydra wrapped it in.
     """
     chain: list[BaseException] = []
-    while e is not None and e not in chain:
-        chain.append(e)
-        e = e.__cause__ or e.__context__
+    cur: BaseException | None = e
+    while cur is not None and cur not in chain:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
     ours = [x for x in chain if type(x).__module__.startswith("pdl_experiments") and not hasattr(x, "signum")]
     if ours:
         chain = [ours[-1]]

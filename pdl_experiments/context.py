@@ -64,13 +64,18 @@ class RunContext:
         device: torch.device,
         logger: RunLogger | None,
         resume: dict | None = None,
+        stop_file: Path | None = None,
     ):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.data = data
         self.device = device
         self.logger = logger
-        self.state = RunState(config_yaml=OmegaConf.to_yaml(cfg, resolve=True), technique=str(cfg.technique))
+        self.state = RunState(
+            stop_file=stop_file,
+            config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+            technique=str(cfg.technique),
+        )
         self._resume = resume  # the checkpoint of trainer.resume (see load_resume)
         if resume is not None:
             self.state.extra = dict(resume.get("extra", {}))

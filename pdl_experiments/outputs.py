@@ -21,6 +21,17 @@ def save_json(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def finished_metrics(run_dir: Path) -> dict[str, float] | None:
+    """The metrics of a run that finished in `run_dir` before (status ok), else None."""
+    status, metrics = run_dir / "status.json", run_dir / "metrics.json"
+    try:
+        if json.loads(status.read_text()).get("status") == "ok" and metrics.is_file():
+            return {k: float(v) for k, v in json.loads(metrics.read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        pass
+    return None
+
+
 def process_start_time() -> float | None:
     """When this launch started: $PDL_T0 (set by pdl-run at import, or earlier by a caller
     that wants interpreter start-up counted too, like scripts/bench.py)."""

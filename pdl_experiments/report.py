@@ -17,6 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from .safety import load_yaml_config, read_bounded
+from .sweep import stop_requested
 
 log = logging.getLogger("pdl_experiments")
 
@@ -57,6 +58,9 @@ def collect(runs: list[Path]) -> list[dict[str, Any]]:
         metrics = json.loads(read_bounded(metrics_path)) if metrics_path.is_file() else {}
         if status.get("status") == "failed":
             state = "failed: " + status.get("error", "").splitlines()[0][:120]
+        elif status.get("status") == "interrupted":
+            # Not a failure: last.pt holds it; trainer.resume=auto continues it.
+            state = f"interrupted ({status.get('phase')} epoch {status.get('epoch')})"
         elif metrics:
             state = "ok"
         else:
@@ -246,6 +250,8 @@ class SweepSummaryCallback(Callback):
         except Exception as e:  # a summary must never turn a finished sweep into a crash
             log.error("could not summarise sweep %s: %s", sweep_dir, e)
             return
-        failed = [r for r in rows if r["status"] != "ok"]
+        failed = [r for r in rows if r["status"].startswith(("failed", "incomplete"))]
+        if stop_requested(sweep_dir) is not None:
+            return  # a stopped sweep exits 130 / 143 (sweep.SweepStopCallback), not as failed
         if failed:
             raise SweepFailed(f"{len(failed)} of {len(rows)} jobs failed (see {sweep_dir / 'summary.md'})")

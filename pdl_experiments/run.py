@@ -18,24 +18,37 @@ from omegaconf import DictConfig
 
 from .config import ConfigError, typed, validate
 from .context import RunContext, load_resume
-from .outputs import hparams, is_final, print_summary, process_start_time, save_json, write_env
+from .outputs import (
+    finished_metrics,
+    hparams,
+    is_final,
+    print_summary,
+    process_start_time,
+    save_json,
+    write_env,
+)
 from .training.logger import RunLogger
 
 log = logging.getLogger("pdl_experiments")
 
 
-def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, float]:
-    """Run one experiment; returns (and writes to metrics.json) its final metrics."""
+def run(
+    cfg: DictConfig, run_dir: str | Path | None = None, stop_file: Path | None = None
+) -> dict[str, float]:
+    """Run one experiment; returns (and writes to metrics.json) its final metrics.
+
+    `stop_file`: a sweep's stop request (sweep.py), polled while training.
+    """
     threads = torch.get_num_threads()
     try:
-        return _run(cfg, run_dir)
+        return _run(cfg, run_dir, stop_file)
     finally:
         # trainer.num_threads is torch's process-wide setting: give it back, so the next job
         # of a sweep in this process (or the caller of run()) gets its own choice.
         torch.set_num_threads(threads)
 
 
-def _run(cfg: DictConfig, run_dir: str | Path | None) -> dict[str, float]:
+def _run(cfg: DictConfig, run_dir: str | Path | None, stop_file: Path | None) -> dict[str, float]:
     t_start = time.perf_counter()
     cfg = typed(cfg)  # types and enums checked (ConfigError naming the key), before any work
     validate(cfg)
@@ -46,15 +59,26 @@ def _run(cfg: DictConfig, run_dir: str | Path | None) -> dict[str, float]:
     if cfg.trainer.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     device = resolve_device(cfg.trainer.device)
-    resume = load_resume(cfg, str(cfg.trainer.resume)) if cfg.trainer.resume else None
+    if str(cfg.trainer.resume) == "auto":  # this run's own directory: done, resumable or new
+        done = finished_metrics(run_dir)
+        if done is not None:
+            log.info("run dir %s: finished before, not rerun (trainer.resume=auto)", run_dir)
+            print_summary(cfg, run_dir, done)
+            return done
+        last = run_dir / "checkpoints" / "last.pt"
+        resume = load_resume(cfg, str(last)) if last.is_file() else None
+    else:
+        resume = load_resume(cfg, str(cfg.trainer.resume)) if cfg.trainer.resume else None
 
     technique = importlib.import_module(f"pdl_experiments.techniques.{cfg.technique}")
     seed_everything(int(cfg.seed))
     from hydra.utils import instantiate
 
     data = instantiate(cfg.dataset, _convert_="all").to(device)
-    logger = RunLogger(run_dir)
-    ctx = RunContext(cfg, run_dir, data, device, logger, resume)
+    # Resumed, the event file purges what the interrupted run logged after its checkpoint,
+    # so TensorBoard never draws two overlapping histories.
+    logger = RunLogger(run_dir, purge_step=resume["loop"]["global_step"] if resume is not None else None)
+    ctx = RunContext(cfg, run_dir, data, device, logger, resume, stop_file)
     write_env(run_dir, device)
     logger.text("config", "```\n" + ctx.state.config_yaml + "\n```")
     log.info("run dir: %s", run_dir)

@@ -12,11 +12,13 @@ import torch
 class RunLogger:
     """A thin layer over SummaryWriter that also knows how to write hparams properly."""
 
-    def __init__(self, log_dir: str | Path):
+    def __init__(self, log_dir: str | Path, purge_step: int | None = None):
+        """`purge_step`: a resumed run's step; TensorBoard drops what earlier event files of
+        this directory logged from that step on (an interrupted run's tail after its checkpoint)."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = Path(log_dir)
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
         for k, v in values.items():

@@ -39,11 +39,12 @@ class NonFiniteLossError(RuntimeError):
 
 
 class Interrupted(Exception):
-    """SIGINT/SIGTERM arrived; last.pt has been written."""
+    """SIGINT/SIGTERM arrived (or a sweep's stop request); last.pt has been written."""
 
-    def __init__(self, signum: int):
-        super().__init__(f"interrupted by {signal.Signals(signum).name}; last.pt saved")
-        self.signum = signum
+    def __init__(self, signum: int, phase: str = "", epoch: int = 0):
+        self.signame = signal.Signals(signum).name
+        super().__init__(f"interrupted by {self.signame} in phase {phase}, epoch {epoch}; last.pt saved")
+        self.signum, self.phase, self.epoch = signum, phase, epoch
 
 
 @dataclass
@@ -59,6 +60,20 @@ class RunState:
     extra: dict = field(default_factory=dict)
     phases_done: list = field(default_factory=list)
     stop_signal: int | None = None
+    stop_file: Path | None = None  # a sweep's stop request (pdl_experiments/sweep.py)
+    _next_poll: float = 0.0
+
+    def should_stop(self) -> bool:
+        """A signal arrived, or the sweep's stop file appeared (looked for once a second)."""
+        if self.stop_signal is None and self.stop_file is not None:
+            now = time.monotonic()
+            if now >= self._next_poll:
+                self._next_poll = now + 1.0
+                try:
+                    self.stop_signal = int(self.stop_file.read_text().strip() or signal.SIGTERM)
+                except (OSError, ValueError):
+                    pass
+        return self.stop_signal is not None
 
     def install_signal_handlers(self) -> None:
         """First SIGINT/SIGTERM: finish the current step, save last.pt, exit."""
@@ -240,10 +255,10 @@ class Trainer:
                     if self.logger is not None and st["global_step"] % self._log_every == 0:
                         self.logger.scalars({"train/loss_step": loss.item()}, st["global_step"])
                     progress.advance_batch()
-                    if self.state.stop_signal is not None:
+                    if self.state.should_stop():
                         st["elapsed"] += time.perf_counter() - t0
                         self._save_last(task, phase, st, schedulers, best_state, False)
-                        raise Interrupted(self.state.stop_signal)
+                        raise Interrupted(self.state.stop_signal or signal.SIGTERM, phase, epoch)
                 if "loss" in outs:
                     self._check_finite(outs["loss"], checked, epoch, st["global_step"], phase)
                 train_time = time.perf_counter() - t0
@@ -282,9 +297,9 @@ class Trainer:
                 shown = {k: logs[k] for k in ("train/loss", monitor) if k in logs}
                 progress.end_epoch(epoch, max_epochs, "  ".join(f"{k}={v:.4f}" for k, v in shown.items()))
 
-                if self.state.stop_signal is not None:
+                if self.state.should_stop():
                     self._save_last(task, phase, st, schedulers, best_state, False)
-                    raise Interrupted(self.state.stop_signal)
+                    raise Interrupted(self.state.stop_signal or signal.SIGTERM, phase, epoch)
                 if cfg.keep > 0:
                     self._save_snapshot(task, phase, st, schedulers, best_state)
                 if time.monotonic() - last_save > cfg.checkpoint_interval_s:
