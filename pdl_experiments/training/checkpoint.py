@@ -15,7 +15,9 @@ from typing import Any
 
 import torch
 
-FORMAT_VERSION = 1
+# 2: technique state as per-phase records, extra["phases"][name] (0.2). Format 1 (0.1)
+# checkpoints are read through _upgrade_v1.
+FORMAT_VERSION = 2
 
 
 class CheckpointError(RuntimeError):
@@ -67,9 +69,57 @@ def load_checkpoint(path: str | os.PathLike, name: str = "last.pt") -> dict:
             else "truncated, corrupted or not a torch checkpoint"
         )
         raise CheckpointError(f"cannot read checkpoint {p}: {why}") from e
+    if isinstance(ckpt, dict) and ckpt.get("format") == 1:
+        return _upgrade_v1(ckpt)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{p} is not a pdl-experiments checkpoint (format {FORMAT_VERSION})")
     return ckpt
+
+
+def _upgrade_v1(ckpt: dict) -> dict:
+    """A 0.1 checkpoint in today's layout: what each technique kept loose in `extra` becomes
+    its phases' records; a finished phase (phases_done) stays finished."""
+    old, done = dict(ckpt.get("extra") or {}), list(ckpt.get("phases_done") or [])
+    phases: dict[str, dict] = {}
+    if "genotype" in old:  # nas
+        keys = (
+            "genotype",
+            "genotype_source",
+            "alpha_entropy_start",
+            "alpha_entropy_end",
+            "search_time_s",
+            "supernet_val_acc",
+            "alpha",
+        )
+        phases["search"] = {k: old[k] for k in keys if k in old}
+        done = sorted(set(done) | {"search"}, key=["search", "retrain"].index)
+    elif "alpha_entropy_start" in old:
+        phases["search"] = {"alpha_entropy_start": old["alpha_entropy_start"]}
+    if "adv_baseline" in old:
+        phases["baseline"] = dict(old["adv_baseline"])
+    if ckpt.get("technique") == "adv" and "train" in done and ckpt.get("phase") == "surrogate":
+        phases["train"] = {"weights": {k[6:]: v for k, v in ckpt["task"].items() if k.startswith("model.")}}
+    if "gan/fid_untrained" in old:
+        phases["gan"] = {"fid_untrained": old["gan/fid_untrained"]}
+    if ckpt.get("technique") == "gan" and ckpt.get("phase") == "gan" and "classifier" not in done:
+        done.insert(0, "classifier")  # the judge came from its cache; its weights are in the task
+    if "prune" in old:
+        prune = old["prune"]
+        phases["train"] = {**prune.get("before", {}), "widths": prune.get("widths", {})}
+        rounds = prune.get("rounds", [])
+        names = (
+            ["finetune"]
+            if str(ckpt.get("phase")) == "finetune" or "finetune" in done
+            else [f"finetune{k}" for k in range(1, len(rounds) + 1)]
+        )
+        phases.update({name: dict(r) for name, r in zip(names, rounds, strict=False)})
+        done = sorted(
+            set(done) | ({"train"} if "before" in prune else set()), key=lambda n: (n != "train", n)
+        )
+    current = str(ckpt.get("phase"))
+    if current in done:  # format 1 marked a phase done as its training ended: re-enter it
+        done.remove(current)
+    return {**ckpt, "format": FORMAT_VERSION, "extra": {"phases": phases}, "phases_done": done}
 
 
 def capture_rng() -> dict:
