@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from ..compat import declare
 from . import DataInfo, DataSplits, channel_stats, stratified_split, take_subset
 
 
+@declare("image")
 def load_digits(
     val_fraction: float = 0.15,
     test_fraction: float = 0.2,

@@ -12,6 +12,7 @@ import os
 import numpy as np
 import torch
 
+from ..compat import declare
 from . import DataError, DataSplits, stratified_split
 from .vision import assemble_splits, check_fraction, one_line, resolve_root
 
@@ -79,6 +80,7 @@ def _read_all(paths: list[str], image_size: int, grayscale: bool) -> torch.Tenso
     return torch.from_numpy(out)
 
 
+@declare("image")
 def load_image_folder(
     root: str,
     image_size: int = 32,

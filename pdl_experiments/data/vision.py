@@ -27,6 +27,7 @@ from functools import partial
 
 import torch
 
+from ..compat import declare
 from . import DataError, DataInfo, DataSplits, channel_stats, stratified_split, take_subset
 from .readers import RawData, one_line, present, read_cifar, read_mnist_like, read_svhn
 
@@ -244,6 +245,7 @@ SOURCES: dict[str, _Source] = {
 }
 
 
+@declare("image")
 def load_vision(
     name: str,
     root: str = "data",

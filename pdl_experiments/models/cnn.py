@@ -16,6 +16,8 @@ class SmallCNN(nn.Module):
     Pools stop once the map is 2x2, so the same net fits 8x8 digits and 32x32 CIFAR.
     """
 
+    KIND = "image_classifier"  # what techniques need it for (compat.py)
+
     def __init__(
         self,
         info: DataInfo,

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..compat import declare
 from ..data import DataInfo
 from .common import Normalize
 from .norm import BatchNormSpec, is_norm
@@ -126,6 +127,7 @@ class ConvDiscriminator(nn.Module):
         return self.head(torch.flatten(self.features(self.normalize(x)), 1)).squeeze(1)
 
 
+@declare("image_generator")
 def dcgan(
     info: DataInfo, norm: BatchNormSpec, latent_dim: int = 64, width: int = 64, dropout: float = 0.0
 ) -> GAN:
@@ -182,6 +184,7 @@ class MLPDiscriminator(nn.Module):
         return self.net(self.normalize(x)).squeeze(1)
 
 
+@declare("image_generator")
 def mlp_gan(
     info: DataInfo,
     norm: BatchNormSpec,

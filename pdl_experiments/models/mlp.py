@@ -13,6 +13,8 @@ from .norm import BatchNormSpec
 class MLP(nn.Module):
     """Flatten -> [Linear -> BN -> ReLU -> Dropout] * len(hidden) -> Linear."""
 
+    KIND = "image_classifier"  # what techniques need it for (compat.py)
+
     def __init__(
         self,
         info: DataInfo,

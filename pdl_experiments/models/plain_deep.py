@@ -28,6 +28,8 @@ class PlainDeep(nn.Module):
     mildly and trains without BN too, just more slowly.
     """
 
+    KIND = "image_classifier"  # what techniques need it for (compat.py)
+
     def __init__(
         self,
         info: DataInfo,

@@ -36,6 +36,8 @@ class ResNet(nn.Module):
     input and output shapes agree (the ones without a projection shortcut).
     """
 
+    KIND = "image_classifier"  # what techniques need it for (compat.py)
+
     def __init__(
         self,
         info: DataInfo,

@@ -42,6 +42,8 @@ class Seq2SeqModel(nn.Module):
     generate(src)                                -> (B, S) tokens, greedy, each fed back
     """
 
+    KIND = "seq2seq"  # what techniques need it for (compat.py)
+
     def __init__(self, info: DataInfo):
         super().__init__()
         if info.kind != "sequence":

@@ -13,6 +13,8 @@ from .norm import BatchNormSpec
 class VGG(nn.Module):
     """A small VGG: stacks of 3x3 convs separated by 2x2 max pools ("M" in the layout)."""
 
+    KIND = "image_classifier"  # what techniques need it for (compat.py)
+
     def __init__(
         self,
         info: DataInfo,

@@ -1,0 +1,150 @@
+"""Every combination runs or says why; every option is checked before any work starts.
+
+The matrix is every technique x every model option x the two kinds of bundled data
+(digits, reverse): each composed as `pdl-run technique=<t> model=<m> dataset=<d>` would
+(Hydra's runtime config set, so choices on the command line are known), then run for one
+tiny epoch. A refusal must be our own one-line ConfigError naming the configuration; an
+exception from inside torch or a wrapped internal error fails the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import pytest
+from helpers import REPO
+
+from pdl_experiments.config import _RANGES, ConfigError, typed, validate
+from pdl_experiments.techniques import QUICK, TECHNIQUES
+
+MODELS = sorted(p.stem for p in (REPO / "configs" / "model").glob("*.yaml"))
+DATASETS = ["digits", "reverse"]
+SMALL_DATA = {"digits": ["dataset.subset=300"], "reverse": ["dataset.length=8", "dataset.n_train=300",
+                                                            "dataset.n_val=50", "dataset.n_test=50"]}
+MATRIX = [(t, m, d) for t in TECHNIQUES for m in MODELS for d in DATASETS]
+
+
+@contextlib.contextmanager
+def as_pdl_run(overrides: list[str]):
+    """The config `pdl-run <overrides>` runs, with Hydra's runtime config set meanwhile."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+
+    with initialize_config_module(config_module="pdl_experiments.configs", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        yield cfg  # typed() leaves the hydra section out
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+def _run(tmp_path, overrides):
+    from pdl_experiments.run import run
+
+    with as_pdl_run(overrides) as cfg:
+        return run(cfg, tmp_path / "run")
+
+
+@pytest.mark.parametrize("technique,model,dataset", MATRIX, ids=["-".join(c) for c in MATRIX])
+def test_every_combination_runs_or_refuses_in_one_line(tmp_path, technique, model, dataset):
+    overrides = [f"technique={technique}", f"model={model}", f"dataset={dataset}", "trainer.progress=none",
+                 "trainer.num_threads=1", f"gan.cache_dir={tmp_path / 'cache'}", *QUICK[technique],
+                 *SMALL_DATA[dataset]]
+    try:
+        metrics = _run(tmp_path, overrides)
+    except ConfigError as e:
+        message = str(e)
+        assert "\n" not in message
+        assert any(s in message for s in (f"technique={technique}", f"model={model}", f"dataset={dataset}",
+                                          "model.", "dataset.", f"{technique}.")), message
+        assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any training
+        return
+    assert all(math.isfinite(v) for v in metrics.values())
+
+
+def test_the_combinations_that_make_sense_run(tmp_path):
+    """What the matrix must not refuse: image classifiers with the image techniques, the GAN
+    models with gan, sequence models with attention, nas with its own network."""
+    for overrides in (["technique=prune", "model=resnet"], ["technique=adv", "model=vgg"],
+                      ["technique=gan", "model=dcgan"], ["technique=attention", "model=transformer"],
+                      ["technique=nas"]):
+        t = overrides[0].split("=")[1]
+        data = SMALL_DATA["reverse" if t == "attention" else "digits"]
+        _run(tmp_path / t, [*overrides, "trainer.progress=none", "trainer.num_threads=1", *QUICK[t], *data,
+                            f"gan.cache_dir={tmp_path / 'cache'}"])
+
+
+def _bad_values(ok) -> list:
+    """Values `ok` rejects, from a list of the usual suspects."""
+    found = []
+    for v in (-1, 0, 1.5, 2, 181, 1e9, [], [0], [1, 2, 3]):
+        try:
+            if not ok(v):
+                found.append(v)
+        except (TypeError, ValueError):
+            continue
+    return found[:2]
+
+
+RANGE_CASES = [(key, v) for key, ok, _ in _RANGES for v in _bad_values(ok)
+               if not key.startswith(("optimizer.betas", "optimizer.eps"))]
+
+
+@pytest.mark.parametrize("key,value", RANGE_CASES, ids=[f"{k}={v}" for k, v in RANGE_CASES])
+def test_every_ranged_option_refuses_out_of_range_values(key, value):
+    group_for = {"optimizer.momentum": ["optimizer=sgd"], "optimizer.weight_decay": []}
+    overrides = [*group_for.get(key, []), f"{key}={value}".replace(" ", "")]
+    with as_pdl_run(overrides) as cfg:
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            validate(typed(cfg))
+
+
+def _numeric_options():
+    import yaml
+
+    for group, names in (("model", MODELS), ("dataset", DATASETS + ["copy", "sort"])):
+        for name in names:
+            data = yaml.safe_load((REPO / "configs" / group / f"{name}.yaml").read_text())
+            for key, value in data.items():
+                if key.startswith("_") or key == "seed" or isinstance(value, bool):
+                    continue
+                if isinstance(value, (int, float)) or (isinstance(value, list) and value and
+                                                       all(isinstance(x, int) for x in value)):
+                    yield group, name, key, value
+
+
+OPTION_CASES = list(_numeric_options())
+
+
+@pytest.mark.parametrize("group,name,key,value", OPTION_CASES, ids=[f"{g}={n}-{k}" for g, n, k, _ in OPTION_CASES])
+def test_every_numeric_model_and_dataset_option_refuses_bad_values(group, name, key, value):
+    from pdl_experiments import compat
+
+    technique = "attention" if name in ("seq2seq", "seq2seq_attention", "transformer", "reverse", "copy", "sort") \
+        else "gan" if name in ("gan_mlp", "dcgan") else "bn"
+    bads = [[0]] if isinstance(value, list) else [-1, 1.5] if isinstance(value, float) or key == "dropout" else [0]
+    for bad in bads:
+        with as_pdl_run([f"technique={technique}", f"{group}={name}", f"{group}.{key}={bad}"]) as cfg:
+            with pytest.raises(ConfigError, match=rf"{group}\.{key}"):
+                cfg = typed(cfg)
+                validate(cfg)
+                compat.check_options(cfg[group], group)
+
+
+def test_a_wrong_type_names_the_key():
+    from pdl_experiments import compat
+
+    with as_pdl_run(["model=mlp", "model.hidden=abc"]) as cfg:
+        with pytest.raises(ConfigError, match=r"model\.hidden=abc"):
+            cfg = typed(cfg)
+            validate(cfg)
+            compat.check_options(cfg.model, "model")
+
+
+def test_divergence_is_named_whatever_meets_it_first(tmp_path):
+    with pytest.raises(Exception, match="non-finite") as e:
+        _run(tmp_path, ["optimizer=sgd", "optimizer.lr=1e6", "optimizer.momentum=0.99", "trainer.max_epochs=2",
+                        "trainer.progress=none", "dataset.subset=300"])
+    assert "histogram" not in str(e.value)
