@@ -16,6 +16,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from . import seeds
 from .safety import load_yaml_config, read_bounded
 from .sweep import stop_requested
 
@@ -149,6 +150,7 @@ def report(
         title=f"sweep summary — {out}",
         caption=note,
     )
+    seeds.write(rows, metrics, out, _headline(metrics), console)  # mean ± ci95 when seeds vary
     plot_metric = metric or next(
         (m for m in ("test/acc", "test/token_acc", "gan/fid") if m in metrics),
         metrics[0] if metrics else None,
