@@ -31,6 +31,9 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from . import jobnames  # noqa: F401  (registers ${pdl.swept:}, the sweep job names)
+from .pipes import quiet_closed_stdout
+
 log = logging.getLogger("pdl_experiments")
 
 CONFIG_MODULE = "pdl_experiments.configs"
@@ -131,6 +134,7 @@ def _hydra_main(cfg: DictConfig) -> Any:
 
 def main() -> None:
     """pdl-run: errors become one line on stderr (HYDRA_FULL_ERROR=1 for the traceback)."""
+    quiet_closed_stdout()  # `pdl-run --help | head -1` ends quietly (pipes.py)
     full = os.environ.get("HYDRA_FULL_ERROR") == "1"
     # Hydra re-raises when HYDRA_FULL_ERROR is set; we then print the one-line version.
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -216,6 +220,7 @@ def one_line(e: BaseException) -> str:
 
 def eval_main(argv: list[str] | None = None) -> None:
     """pdl-eval RUN_DIR [--checkpoint best.pt|last.pt]: test metrics of a saved run."""
+    quiet_closed_stdout()  # a closed stdout pipe ends it quietly (pipes.py)
     import argparse
 
     p = argparse.ArgumentParser(prog="pdl-eval", description=eval_main.__doc__)
@@ -248,6 +253,7 @@ def eval_main(argv: list[str] | None = None) -> None:
 
 def report_main(argv: list[str] | None = None) -> None:
     """pdl-report DIR...: summary table, CSV, Markdown and plot of sweeps or single runs."""
+    quiet_closed_stdout()  # a closed stdout pipe ends it quietly (pipes.py)
     import argparse
 
     from . import report
