@@ -251,6 +251,35 @@ class AttentionConfig:
 
 
 @dataclass
+class TensorBoardLoggerConfig:
+    enabled: bool = False  # on through configs/logger/tensorboard.yaml, the default option
+
+
+@dataclass
+class CsvLoggerConfig:
+    enabled: bool = False  # <run dir>/metrics.csv: one row per logged step, one column per scalar
+
+
+@dataclass
+class MlflowLoggerConfig:
+    enabled: bool = False  # needs the `tracking` extra: pip install -e ".[tracking]"
+    # A local SQLite store by default (relative to the working directory, like outputs/);
+    # `mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db` opens it.
+    tracking_uri: str = "sqlite:///outputs/mlflow.db"
+    experiment: str = "pdl-experiments"
+
+
+@dataclass
+class LoggerConfig:
+    """Where a run's scalars go. The `logger` group switches these on, one option or several
+    (`logger=[tensorboard,mlflow]`); images, figures and histograms go to TensorBoard only."""
+
+    tensorboard: TensorBoardLoggerConfig = field(default_factory=TensorBoardLoggerConfig)
+    csv: CsvLoggerConfig = field(default_factory=CsvLoggerConfig)
+    mlflow: MlflowLoggerConfig = field(default_factory=MlflowLoggerConfig)
+
+
+@dataclass
 class RunConfig:
     model: dict[str, Any] = field(default_factory=dict)
     dataset: dict[str, Any] = field(default_factory=dict)
@@ -266,6 +295,7 @@ class RunConfig:
     gan: GanConfig = field(default_factory=GanConfig)
     nas: NasConfig = field(default_factory=NasConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
 class ConfigError(ValueError):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -46,6 +48,24 @@ def is_final(key: str) -> bool:
     return not key.startswith("train/") or key == "train/time_s"
 
 
+# The metrics every run is judged by, where it has them; a technique module adds its own
+# with `HEADLINE = (...)` (bn: the gradient ratio, prune: FLOPs and latency, ...).
+HEADLINE_ACC = ("test/acc", "val/acc")
+HEADLINE_LOSS = ("test/loss", "val/loss")
+
+
+def headline(metrics: Mapping[str, float], technique: str) -> dict[str, float]:
+    """The run's headline metrics, in the order a dashboard shows them: test/acc, val/acc,
+    the technique's own HEADLINE keys, test/loss, val/loss (those the run has).
+
+    The HPARAMS columns of TensorBoard and what the table leads with; per-layer diagnostics
+    and bookkeeping (times, parameter counts) stay in metrics.json.
+    """
+    module = importlib.import_module(f"pdl_experiments.techniques.{technique}")
+    keys = (*HEADLINE_ACC, *getattr(module, "HEADLINE", ()), *HEADLINE_LOSS)
+    return {k: float(metrics[k]) for k in dict.fromkeys(keys) if k in metrics}
+
+
 def hparams(cfg: DictConfig) -> dict[str, Any]:
     """Flat, scalar hparams: the groups chosen, the overrides, the main knobs."""
     flat: dict[str, Any] = {"technique": str(cfg.technique), "seed": int(cfg.seed)}
@@ -57,8 +77,13 @@ def hparams(cfg: DictConfig) -> dict[str, Any]:
             flat[g] = str(hc.runtime.choices.get(g))
         for o in hc.overrides.task:
             k, _, v = o.partition("=")
-            if not k.startswith("hydra") and k != "trainer.resume":
-                flat[k.lstrip("+~")] = _scalar(OmegaConf.select(cfg, k.lstrip("+~"), default=v))
+            k = k.lstrip("+~")
+            if k.startswith(("hydra", "logger")) or k == "trainer.resume":
+                continue  # where and how the run logs is not one of its settings
+            if k in hc.runtime.choices:  # a group (model=plain_deep): the option's name
+                flat[k] = str(hc.runtime.choices[k])
+            else:
+                flat[k] = _scalar(OmegaConf.select(cfg, k, default=v))
     except ValueError:
         pass
     for key in ("optimizer.lr", "trainer.max_epochs", "trainer.batch_size", "bn.enabled"):

@@ -20,6 +20,7 @@ from .config import ConfigError, typed, validate
 from .context import RunContext, load_resume
 from .outputs import (
     finished_metrics,
+    headline,
     hparams,
     is_final,
     print_summary,
@@ -77,7 +78,12 @@ def _run(cfg: DictConfig, run_dir: str | Path | None, stop_file: Path | None) ->
     data = instantiate(cfg.dataset, _convert_="all").to(device)
     # Resumed, the event file purges what the interrupted run logged after its checkpoint,
     # so TensorBoard never draws two overlapping histories.
-    logger = RunLogger(run_dir, purge_step=resume["loop"]["global_step"] if resume is not None else None)
+    logger = RunLogger(
+        run_dir,
+        purge_step=resume["loop"]["global_step"] if resume is not None else None,
+        settings=cfg.logger,  # the backends of the `logger` group
+        params=hparams(cfg),
+    )
     ctx = RunContext(cfg, run_dir, data, device, logger, resume, stop_file)
     write_env(run_dir, device)
     logger.text("config", "```\n" + ctx.state.config_yaml + "\n```")
@@ -107,7 +113,8 @@ def _run(cfg: DictConfig, run_dir: str | Path | None, stop_file: Path | None) ->
         metrics["run/time_to_first_step_s"] = ctx.first_step_at - started
     metrics = {k: float(v) for k, v in metrics.items()}
     save_json(metrics, run_dir / "metrics.json")
-    logger.hparams(hparams(cfg), {k: v for k, v in metrics.items() if is_final(k)}, step=ctx.global_step)
+    final = {k: v for k, v in metrics.items() if is_final(k)}
+    logger.hparams(hparams(cfg), headline(metrics, cfg.technique), step=ctx.global_step, final=final)
     logger.close()
     print_summary(cfg, run_dir, metrics)
     return metrics

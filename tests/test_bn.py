@@ -164,13 +164,13 @@ def test_diagnostics_land_in_metrics_json_and_tensorboard(small_run):
     layers = ["00_features.0", "01_features.3", "02_features.6", "03_fc"]  # forward order
     scalars = set(ea.Tags()["scalars"])
     for tag in layers:
-        assert f"bn/grad_norm/{tag}" in scalars and f"bn/act_std/{tag}" in scalars
-        assert len(ea.Scalars(f"bn/grad_norm/{tag}")) == 2  # one per epoch
-    assert all(v.value > 0 for t in layers for v in ea.Scalars(f"bn/grad_norm/{t}"))
+        assert f"weight_layers/grad_norm/{tag}" in scalars and f"weight_layers/act_std/{tag}" in scalars
+        assert len(ea.Scalars(f"weight_layers/grad_norm/{tag}")) == 2  # one per epoch
+    assert all(v.value > 0 for t in layers for v in ea.Scalars(f"weight_layers/grad_norm/{t}"))
     # one per epoch, plus the end value (best weights) that the HPARAMS tab records
     assert [e.step for e in ea.Scalars("bn/grad_ratio_first_last")][:2] == [5, 10]  # 320 / 64
     hists = set(ea.Tags()["histograms"])
-    assert {f"bn/pre_activation/{t}" for t in layers} <= hists
+    assert {f"weight_layers/pre_activation/{t}" for t in layers} <= hists
     assert "bn/gradient_flow" in ea.Tags()["images"]
 
     # The course layer's E and Var are plain buffers: weights_only checkpoints, load_run.

@@ -36,6 +36,8 @@ from .base import ClassificationTask, Task, classification_metrics
 log = logging.getLogger("pdl_experiments")
 
 ATTACK_SEED_OFFSET = 4242  # PGD's random starts in evaluation: fixed, off the global RNG
+# Headline metrics besides test/val acc and loss (outputs.headline: the HPARAMS columns).
+HEADLINE = ("adv/robust_acc/pgd", "adv/robust_acc/fgsm")
 
 
 def run(ctx) -> dict[str, float]:

@@ -31,6 +31,9 @@ from ..models.common import weight_layers
 from .base import ClassificationTask
 
 HIST_MAX_VALUES = 4096  # histograms of a strided subset: the full tensors cost ~50x more
+# Headline metrics besides test/val acc and loss (outputs.headline: the HPARAMS columns).
+HEADLINE = ("bn/grad_ratio_first_last", "bn/act_std_last")
+LAYERS = "weight_layers"  # TensorBoard group of the per-layer diagnostics
 
 
 # ----------------------------------------------------------------------------- the recipe
@@ -155,13 +158,15 @@ def measure(
 
 
 def summarize(stats: list[LayerStats]) -> dict[str, float]:
-    """The scalars of one measurement; per-layer tags carry the depth so TB sorts them."""
+    """The scalars of one measurement. Per-layer tags are `weight_layers/<measure>/<depth>_<layer>`:
+    the depth sorts them, and the group sorts after test/, train/ and val/ in TensorBoard (see
+    docs/architecture.md, "TensorBoard layout"); the summaries stay under bn/."""
     logs: dict[str, float] = {}
     for i, s in enumerate(stats):
         tag = f"{i:02d}_{s.name}"
-        logs[f"bn/grad_norm/{tag}"] = s.grad_norm
-        logs[f"bn/act_mean/{tag}"] = s.in_mean
-        logs[f"bn/act_std/{tag}"] = s.in_std
+        logs[f"{LAYERS}/grad_norm/{tag}"] = s.grad_norm
+        logs[f"{LAYERS}/act_mean/{tag}"] = s.in_mean
+        logs[f"{LAYERS}/act_std/{tag}"] = s.in_std
     first, last = stats[0], stats[-1]
     logs["bn/grad_norm_first"] = first.grad_norm
     logs["bn/grad_norm_last"] = last.grad_norm
@@ -190,7 +195,7 @@ class BNDiagnosticsTask(ClassificationTask):
         stats = measure(self.model, *self.probe, keep_preacts=logger is not None)
         if logger is not None:
             for i, s in enumerate(stats):
-                logger.histogram(f"bn/pre_activation/{i:02d}_{s.name}", s.preact, trainer.global_step)
+                logger.histogram(f"{LAYERS}/pre_activation/{i:02d}_{s.name}", s.preact, trainer.global_step)
         return summarize(stats)
 
 

@@ -48,6 +48,8 @@ JUDGE_LR, JUDGE_BATCH = 1e-3, 64
 JUDGE_VERSION = 1  # bump when the judge's recipe changes: old cache entries are ignored
 COVERED_SHARE = 0.4  # a class counts as generated with >= 0.4 / num_classes of the samples
 GRID = 64  # fixed-noise samples in the per-epoch grid
+# Headline metrics besides test/val acc and loss (outputs.headline: the HPARAMS columns).
+HEADLINE = ("gan/fid", "gan/class_coverage", "gan/fid_ratio")
 # Seed offsets of the noise that is scored, so the same z come back every epoch and run:
 VAL_NOISE, TEST_NOISE, GRID_NOISE = 1, 2, 3  # (test noise also gives samples.pt)
 

@@ -61,6 +61,8 @@ from .prune_report import report
 log = logging.getLogger("pdl_experiments")
 
 DEFAULT_RATIO = {"weight": 0.9, "filter": 0.5}
+# Headline metrics besides test/val acc and loss (outputs.headline: the HPARAMS columns).
+HEADLINE = ("prune/acc_finetuned", "prune/flops_share", "prune/latency_ratio")
 
 
 # ----------------------------------------------------------------------------- the recipe

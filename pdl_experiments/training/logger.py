@@ -1,69 +1,329 @@
-"""TensorBoard logging for one run, into the run directory's own event file."""
+"""A run's logs: TensorBoard (the default), a CSV file, MLflow, or several at once.
+
+`RunLogger` is what the trainer and the techniques call. It fans out to the backends the
+`logger` config group switched on (`LoggerConfig` in config.py): scalars go to every one of
+them; text, images, figures and histograms to TensorBoard only. MLflow is imported only when
+it is selected.
+"""
 
 from __future__ import annotations
 
+import csv
+import os
+import re
+import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
+# TensorBoard's CUSTOM SCALARS tab: train and val curves in one chart each. The tags are
+# regular expressions and are the same in every phase of a run (its global step runs on
+# across phases), so one layout covers all of them, and every run writes the same one
+# (TensorBoard merges identical charts of many runs into one).
+OVERVIEW = {
+    "overview": {
+        "loss": ["Multiline", [r"^train/loss$", r"^val/loss$"]],
+        "accuracy": ["Multiline", [r"^train/(acc|tf_token_acc)$", r"^val/(acc|token_acc|seq_acc)$"]],
+    }
+}
+MLFLOW_RUN_ID_FILE = "mlflow_run_id"  # in the run directory: a resumed run continues its MLflow run
+
+
+class _ScalarSink(Protocol):
+    def scalars(self, values: Mapping[str, float], step: int) -> None: ...
+    def final(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
 
 class RunLogger:
-    """A thin layer over SummaryWriter that also knows how to write hparams properly."""
+    """One run's logger: a SummaryWriter that also writes the HPARAMS entry properly, plus
+    the other selected backends.
 
-    def __init__(self, log_dir: str | Path, purge_step: int | None = None):
-        """`purge_step`: a resumed run's step; TensorBoard drops what earlier event files of
-        this directory logged from that step on (an interrupted run's tail after its checkpoint)."""
-        from torch.utils.tensorboard import SummaryWriter
+    `settings`: the run's `logger` config section (None: TensorBoard only). `params`: the
+    run's hparams, for the backends that record them when the run starts (MLflow).
+    `purge_step`: a resumed run's step; TensorBoard drops what earlier event files of this
+    directory logged from that step on (an interrupted run's tail after its checkpoint), the
+    CSV file keeps its rows before it.
+    """
 
+    def __init__(
+        self,
+        log_dir: str | Path,
+        purge_step: int | None = None,
+        settings: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ):
         self.log_dir = Path(log_dir)
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+        self.writer: Any = None
+        if settings is None or settings.tensorboard.enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+            self.writer.add_custom_scalars(OVERVIEW)
+        self._sinks: list[_ScalarSink] = []
+        if settings is not None and settings.csv.enabled:
+            self._sinks.append(CsvSink(self.log_dir / "metrics.csv", purge_step))
+        if settings is not None and settings.mlflow.enabled:
+            self._sinks.append(MlflowSink(settings.mlflow, self.log_dir, params or {}, purge_step))
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
-        for k, v in values.items():
-            self.writer.add_scalar(k, float(v), step)
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(k, float(v), step)
+        for sink in self._sinks:
+            sink.scalars(values, step)
 
     def text(self, tag: str, text: str, step: int = 0) -> None:
-        self.writer.add_text(tag, text, step)
+        if self.writer is not None:
+            self.writer.add_text(tag, text, step)
 
     def image(self, tag: str, img: torch.Tensor, step: int = 0) -> None:
         """img: (C, H, W) in [0, 1]."""
-        self.writer.add_image(tag, img.detach().float().clamp(0, 1).cpu(), step)
+        if self.writer is not None:
+            self.writer.add_image(tag, img.detach().float().clamp(0, 1).cpu(), step)
 
     def figure(self, tag: str, fig: Any, step: int = 0) -> None:
-        self.writer.add_figure(tag, fig, step, close=True)
+        if self.writer is not None:
+            self.writer.add_figure(tag, fig, step, close=True)
+        else:
+            from matplotlib import pyplot as plt
+
+            plt.close(fig)
 
     def histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
-        self.writer.add_histogram(tag, values.detach().float().cpu(), step)
+        if self.writer is not None:
+            values = values.detach().float().cpu()
+            if not bool(torch.isfinite(values).all()):
+                # A diverged run meets its NaN here first, in a diagnostic: name it as what it is.
+                from .trainer import NonFiniteLossError
 
-    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None:
-        """HPARAMS tab entry written into this run's own event file.
+                raise NonFiniteLossError(
+                    f"non-finite values in {tag} at step {step}: the run diverged; "
+                    "lower optimizer.lr or set trainer.grad_clip"
+                )
+            self.writer.add_histogram(tag, values, step)
+
+    def hparams(
+        self,
+        hparams: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        step: int,
+        final: Mapping[str, float] | None = None,
+    ) -> None:
+        """The run's entry in TensorBoard's HPARAMS tab, and its final metrics.
+
+        `metrics`: the headline metrics (outputs.headline), the table's metric columns in this
+        order, also logged as scalars at `step` (the table reads their last values).
+        `final`: every final metric (default: `metrics`), for MLflow.
 
         SummaryWriter.add_hparams opens a new writer in a timestamped sub-directory, which
-        TensorBoard shows as a separate run; writing the session summaries through our own
-        file writer keeps hparams, metrics and curves in one run. No experiment summary is
-        written, so TensorBoard builds the table from all runs of a sweep together.
+        TensorBoard shows as a separate run; the summaries go through our own file writer
+        instead, so hparams, metrics and curves stay in one run. The experiment summary names
+        the metric columns: without it TensorBoard makes one of every scalar tag of every run
+        (each per-layer diagnostic). It names this run's hparams as the columns too;
+        TensorBoard takes one run's experiment for a whole log directory, so a sweep's table
+        (its jobs share their keys) is complete, a directory of unlike runs shows the keys of
+        one of them.
         """
-        from torch.utils.tensorboard.summary import hparams as hp_summary
+        if self.writer is not None:
+            from torch.utils.tensorboard.summary import hparams as hp_summary
 
-        clean = {k: _hparam_value(v) for k, v in hparams.items()}
-        _, ssi, sei = hp_summary(clean, dict(metrics))
-        fw = self.writer._get_file_writer()
-        fw.add_summary(ssi)
-        fw.add_summary(sei)
-        self.scalars(metrics, step)
+            clean = {k: _hparam_value(v) for k, v in hparams.items()}
+            exp, ssi, sei = hp_summary(clean, dict(metrics))
+            fw = self.writer._get_file_writer()
+            fw.add_summary(exp)
+            fw.add_summary(ssi)
+            fw.add_summary(sei)
+            for k, v in metrics.items():
+                self.writer.add_scalar(k, float(v), step)
+        for sink in self._sinks:
+            sink.final(hparams, final if final is not None else metrics, step)
 
     def flush(self) -> None:
-        self.writer.flush()
+        if self.writer is not None:
+            self.writer.flush()
+        for sink in self._sinks:
+            sink.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
+        for sink in self._sinks:
+            sink.close()
 
 
 def _hparam_value(v: Any) -> Any:
-    if isinstance(v, bool) or isinstance(v, (int, float, str)):
+    if isinstance(v, bool):  # as on the command line (torch would write a bool as 0.0 / 1.0)
+        return "true" if v else "false"
+    if isinstance(v, (int, float, str)):
         return v
     if v is None:
         return "None"
     return str(v)
+
+
+class CsvSink:
+    """`metrics.csv`: one row per logged step (scalars logged at one step in a row share it),
+    a `step` column, then one column per scalar in the order they first appear.
+
+    Rewritten whole (atomically) on flush and close: columns appear as the run goes on (val/*
+    at the first epoch end), and the file is small.
+    """
+
+    def __init__(self, path: Path, purge_step: int | None = None):
+        self.path = path
+        self.columns: dict[str, None] = {"step": None}
+        self.rows: list[dict[str, Any]] = []
+        if purge_step is not None and path.is_file():  # resumed: keep what came before
+            with path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                self.columns.update(dict.fromkeys(reader.fieldnames or []))
+                self.rows = [r for r in reader if r.get("step", "").isdigit() and int(r["step"]) < purge_step]
+            for r in self.rows:
+                r["step"] = int(r["step"])
+
+    def scalars(self, values: Mapping[str, float], step: int) -> None:
+        if not self.rows or self.rows[-1]["step"] != step:
+            self.rows.append({"step": step})
+        row = self.rows[-1]
+        for k, v in values.items():
+            row[k] = float(v)
+            self.columns.setdefault(k)
+
+    def final(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None:
+        pass  # the final metrics are metrics.json
+
+    def flush(self) -> None:
+        tmp = self.path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(self.columns), restval="")
+            w.writeheader()
+            w.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+    def close(self) -> None:
+        self.flush()
+
+
+# MLflow's names may hold letters, digits, _ - . / and spaces (and ':' except on Windows).
+_MLFLOW_BAD = re.compile(r"[^\w./ -]")
+
+
+def mlflow_name(key: str) -> str:
+    """A metric or param key as MLflow accepts it: `adv/acc/fgsm@0.1` -> `adv/acc/fgsm_0.1`."""
+    return _MLFLOW_BAD.sub("_", key)[:250]
+
+
+class MlflowSink:
+    """One MLflow run per pdl run: params = the hparams (at the start), metrics per logged step
+    and the final ones at the end, tags naming the run directory, where the checkpoints,
+    the event file, metrics.json and the config are (nothing is copied into MLflow).
+
+    Metrics are sent in batches (at most once a second, and on flush/close). A run that ends
+    without close() (an exception, a signal) is marked FAILED when this object goes away.
+    """
+
+    SEND_INTERVAL_S = 1.0
+
+    def __init__(self, settings: Any, run_dir: Path, params: Mapping[str, Any], purge_step: int | None):
+        # MLflow 3 reports usage to a remote server unless told not to: no network, ever.
+        os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+        try:
+            from mlflow.entities import Metric, Param
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            from ..config import ConfigError
+
+            raise ConfigError(
+                'logger=mlflow needs MLflow, which is not installed: pip install -e ".[tracking]"'
+            ) from None
+        self._Metric = Metric
+        uri = str(settings.tracking_uri)
+        _make_sqlite_parent(uri)
+        self.client = client = MlflowClient(tracking_uri=uri)
+        name = str(settings.experiment)
+        found = client.get_experiment_by_name(name)
+        experiment_id = found.experiment_id if found is not None else client.create_experiment(name)
+
+        id_file = run_dir / MLFLOW_RUN_ID_FILE
+        resumed = self._resumable(id_file) if purge_step is not None else None
+        if resumed is not None:
+            self.run_id = resumed
+            client.update_run(self.run_id, status="RUNNING")
+        else:
+            where = str(run_dir.resolve())
+            tags = {
+                "pdl.run_dir": where,
+                "mlflow.source.name": "pdl-run",
+                "mlflow.source.type": "LOCAL",
+                "mlflow.note.content": (
+                    f"Run directory: `{where}` (checkpoints, TensorBoard events, metrics.json, "
+                    ".hydra/config.yaml)"
+                ),
+            }
+            run = client.create_run(experiment_id, run_name=_run_name(run_dir), tags=tags)
+            self.run_id = run.info.run_id
+            id_file.write_text(self.run_id + "\n")
+            items = [Param(mlflow_name(k), str(_hparam_value(v))[:6000]) for k, v in params.items()]
+            for i in range(0, len(items), 100):  # MLflow's limit per batch
+                client.log_batch(self.run_id, params=items[i : i + 100])
+        self._pending: list[Any] = []
+        self._sent_at = time.monotonic()
+        self._finalizer = weakref.finalize(self, _end_run, client, self.run_id, "FAILED")
+
+    def _resumable(self, id_file: Path) -> str | None:
+        try:
+            run_id = id_file.read_text().strip()
+            self.client.get_run(run_id)
+            return run_id
+        except Exception:  # no file, or a run this store does not hold: start a new one
+            return None
+
+    def scalars(self, values: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        self._pending.extend(self._Metric(mlflow_name(k), float(v), now, step) for k, v in values.items())
+        if time.monotonic() - self._sent_at >= self.SEND_INTERVAL_S:
+            self.flush()
+
+    def final(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None:
+        self.scalars(metrics, step)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for i in range(0, len(pending), 1000):  # MLflow's limit per batch
+            self.client.log_batch(self.run_id, metrics=pending[i : i + 1000])
+        self._sent_at = time.monotonic()
+
+    def close(self) -> None:
+        self.flush()
+        self._finalizer.detach()
+        _end_run(self.client, self.run_id, "FINISHED")
+
+
+def _end_run(client: Any, run_id: str, status: str) -> None:
+    try:
+        client.set_terminated(run_id, status)
+    except Exception:  # at interpreter exit the store may be gone: nothing left to do
+        pass
+
+
+def _make_sqlite_parent(uri: str) -> None:
+    """SQLite creates the database file but not its directory (sqlite:///outputs/mlflow.db)."""
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///") :].split("?", 1)[0]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _run_name(run_dir: Path) -> str:
+    """The run directory below outputs/ (runs/bn/<date>/<time>, multirun/<date>/<time>/<job>)."""
+    try:
+        rel = run_dir.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return run_dir.name
+    parts = rel.parts[1:] if rel.parts[:1] == ("outputs",) else rel.parts
+    return "/".join(parts) or run_dir.name
