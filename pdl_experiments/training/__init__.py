@@ -1,5 +1,5 @@
 from .checkpoint import CheckpointError, load_checkpoint, save_atomic
-from .trainer import FitResult, Interrupted, NonFiniteLossError, RunState, Trainer
+from .trainer import FitResult, Interrupted, NonFiniteLossError, RunState, StopRun, Trainer
 
 __all__ = [
     "CheckpointError",
@@ -7,6 +7,7 @@ __all__ = [
     "Interrupted",
     "NonFiniteLossError",
     "RunState",
+    "StopRun",
     "Trainer",
     "load_checkpoint",
     "save_atomic",

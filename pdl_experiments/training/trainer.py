@@ -47,6 +47,19 @@ class Interrupted(Exception):
         self.signum, self.phase, self.epoch = signum, phase, epoch
 
 
+class StopRun(Exception):
+    """An epoch hook ended the run early (an Optuna pruner, say); last.pt has been written.
+
+    A hook in `Trainer.epoch_hooks` raises it with the run's outcome (`status`, e.g. "pruned");
+    the trainer saves last.pt, fills in the phase and epoch and lets it through: the rest of
+    the run (later phases, final evaluation) does not happen.
+    """
+
+    def __init__(self, reason: str, status: str = "stopped"):
+        super().__init__(reason)
+        self.status, self.phase, self.epoch = status, "", 0
+
+
 @dataclass
 class RunState:
     """What outlives one fit: the technique's own records, the phases done, a stop request.
@@ -124,6 +137,9 @@ class Trainer:
         self.epoch = 0
         self.train_time_s = 0.0  # all phases' training time
         self.first_step_at: float | None = None  # time.time() after the first step
+        # Called as hook(epoch, logs) after each epoch's validation and best-model tracking
+        # (logs: that epoch's train/ and val/ scalars); a hook may raise StopRun to end the run.
+        self.epoch_hooks: list[Callable[[int, dict[str, float]], None]] = []
         self._use_amp = device.type == "cuda" and cfg.amp
         # The losses are checked for NaN/inf together, once per log interval and at the end of
         # every epoch (a check is a device sync on CUDA and ~10 us of op overhead on CPU); the
@@ -296,6 +312,13 @@ class Trainer:
                         st["bad_epochs"] += 1
                 shown = {k: logs[k] for k in ("train/loss", monitor) if k in logs}
                 progress.end_epoch(epoch, max_epochs, "  ".join(f"{k}={v:.4f}" for k, v in shown.items()))
+                try:
+                    for hook in self.epoch_hooks:
+                        hook(epoch, logs)
+                except StopRun as e:
+                    self._save_last(task, phase, st, schedulers, best_state, False)
+                    e.phase, e.epoch = phase, epoch
+                    raise
 
                 if self.state.should_stop():
                     self._save_last(task, phase, st, schedulers, best_state, False)
@@ -406,4 +429,4 @@ def _clone_state(module: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-__all__ = ["FitResult", "Interrupted", "NonFiniteLossError", "RunState", "Trainer"]
+__all__ = ["FitResult", "Interrupted", "NonFiniteLossError", "RunState", "StopRun", "Trainer"]
