@@ -97,7 +97,7 @@ def _hydra_main(cfg: DictConfig) -> Any:
     from . import sweep
     from .outputs import save_json
     from .run import run
-    from .training import Interrupted
+    from .training import Interrupted, StopRun
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
@@ -118,6 +118,13 @@ def _hydra_main(cfg: DictConfig) -> Any:
             out_dir / STATUS_FILE,
         )
         return {"status": "interrupted"}
+    except StopRun as e:  # ended early by an epoch hook: an Optuna trial pruned (hpo.py)
+        if sweep_dir is None:
+            _run_error.append(e)
+            return None
+        stopped = {"status": e.status, "phase": e.phase, "epoch": e.epoch, "reason": str(e)}
+        save_json(stopped, out_dir / STATUS_FILE)
+        return stopped
     except Exception as e:
         if not multirun:
             _run_error.append(e)

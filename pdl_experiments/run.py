@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from . import hpo
 from .config import ConfigError, typed, validate
 from .context import RunContext, load_resume
 from .outputs import (
@@ -85,6 +86,9 @@ def _run(cfg: DictConfig, run_dir: str | Path | None, stop_file: Path | None) ->
         params=hparams(cfg),
     )
     ctx = RunContext(cfg, run_dir, data, device, logger, resume, stop_file)
+    trial_hook = hpo.epoch_hook()  # a trial of an Optuna sweep: report each epoch, stop if pruned
+    if trial_hook is not None:
+        ctx.trainer.epoch_hooks.append(trial_hook)
     write_env(run_dir, device)
     logger.text("config", "```\n" + ctx.state.config_yaml + "\n```")
     log.info("run dir: %s", run_dir)
