@@ -140,6 +140,9 @@ class Trainer:
         # Called as hook(epoch, logs) after each epoch's validation and best-model tracking
         # (logs: that epoch's train/ and val/ scalars); a hook may raise StopRun to end the run.
         self.epoch_hooks: list[Callable[[int, dict[str, float]], None]] = []
+        # Called as hook(global_step, out) after each training step (out: what the task's
+        # training_step returned); the debug tools' profiler and overfit check (debug.py).
+        self.step_hooks: list[Callable[[int, dict[str, Any]], None]] = []
         self._use_amp = device.type == "cuda" and cfg.amp
         # The losses are checked for NaN/inf together, once per log interval and at the end of
         # every epoch (a check is a device sync on CUDA and ~10 us of op overhead on CPU); the
@@ -259,6 +262,9 @@ class Trainer:
                     st["batch"] += 1
                     st["global_step"] += 1
                     self.global_step = st["global_step"]
+                    if self.step_hooks:
+                        for step_hook in self.step_hooks:
+                            step_hook(self.global_step, out)
                     n_samples = len(batch[1])
                     seen += n_samples
                     sizes.append(n_samples)
