@@ -205,7 +205,8 @@ def _as_float(s: str) -> float | None:
 
 
 def _plot(rows: list[dict], axes: list[str], metric: str, out: Path) -> Path | None:
-    """metric vs the first numeric swept axis, one line per combination of the others."""
+    """metric vs the first numeric swept axis, one line per combination of the others; the
+    axis is logarithmic when its values span a factor of 10 or more (log_scale)."""
     numeric = [
         a
         for a in axes
@@ -234,6 +235,8 @@ def _plot(rows: list[dict], axes: list[str], metric: str, out: Path) -> Path | N
     for label, pts in sorted(lines.items()):
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    if log_scale([x for pts in lines.values() for x, _ in pts]):
+        ax.set_xscale("log")  # optimizer.lr=0.001,0.01,0.1: evenly spaced, not two at one edge
     ax.set_xlabel(x_axis)
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
@@ -243,6 +246,11 @@ def _plot(rows: list[dict], axes: list[str], metric: str, out: Path) -> Path | N
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def log_scale(values: list[float]) -> bool:
+    """Whether an axis with these values reads better on a log scale: all > 0, spanning 10x."""
+    return bool(values) and min(values) > 0 and max(values) / min(values) >= 10
 
 
 class SweepSummaryCallback(Callback):

@@ -63,3 +63,41 @@ def test_pdl_report_over_single_runs(tmp_path):
     report_main([str(tmp_path / "runs"), "--out", str(tmp_path / "report")])
     csv = (tmp_path / "report" / "summary.csv").read_text().splitlines()
     assert len(csv) == 3 and "test/acc" in csv[0]
+
+
+# The plot of a sweep over a numeric axis spanning 10x or more is drawn on a log scale.
+def test_log_scale_rule():
+    from pdl_experiments.report import log_scale
+
+    assert log_scale([0.001, 0.01, 0.1])
+    assert log_scale([1, 10])
+    assert not log_scale([1, 2, 5])
+    assert not log_scale([0, 1, 100])  # 0 has no place on a log axis
+    assert not log_scale([])
+
+
+def test_lr_sweep_plot_has_a_log_x_axis(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from pdl_experiments import report
+
+    sweep = tmp_path / "sweep"
+    p = pdl_run(
+        [
+            "-m",
+            "optimizer.lr=0.001,0.01,0.1",
+            "trainer.max_epochs=1",
+            "bn.diagnostics=false",
+            "trainer.progress=none",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert list(sweep.glob("test_acc_vs_optimizer.lr.png"))
+    figures = []
+    close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: (figures.append(fig), close(fig)))
+    report.report([sweep], out_dir=tmp_path / "again")
+    (fig,) = [f for f in figures if f is not None and f.axes[0].get_xlabel() == "optimizer.lr"][:1]
+    assert fig.axes[0].get_xscale() == "log"
