@@ -436,6 +436,74 @@ def test_a_trial_left_running_is_failed_and_not_counted(tmp_path: Path) -> None:
     assert [d.name.split("_", 1)[0] for d in sweep.iterdir() if (d / ".hydra").is_dir()] == ["1"]
 
 
+def test_a_metric_no_job_reports_stops_the_search(tmp_path: Path) -> None:
+    sweep = tmp_path / "D"
+    p = pdl_run(
+        [
+            "-m",
+            "hydra/sweeper=optuna",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.metric=val/nosuch",
+            "optimizer.lr=interval(0.0005,0.01)",
+            "trainer.max_epochs=1",
+            *SMALL,
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+        timeout=300,
+    )
+    assert p.returncode == 1
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("pdl-run: error: hydra.sweeper.metric=val/nosuch is not among the job's metrics (")
+    assert "val/acc" in last
+    assert _states(_study(sweep)) == {"FAIL": 1}  # one trial told, none more started
+
+
+def test_a_stopped_search_resumes_with_the_same_command(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+
+    sweep = tmp_path / "D"
+    args = [
+        "-m",
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.n_trials=3",
+        "optimizer.lr=interval(0.0005,0.01)",
+        "trainer.max_epochs=4",
+        "dataset.subset=300",
+        "bn.diagnostics=false",
+        "trainer.progress=plain",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    proc = subprocess.Popen(
+        [PY, "-m", "pdl_experiments.cli", *args],
+        cwd=tmp_path,
+        env={**ENV, "COLUMNS": "250"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    started = False
+    for line in proc.stdout:  # SIGTERM in trial 1's first epoch
+        started = started or "#1 : optimizer.lr=" in line
+        if started and " epoch " in line and "/4" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+    study = _study(sweep)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert study.trials[1].user_attrs["pdl.stopped"] == "interrupted"
+    assert "interrupted (train epoch" in (sweep / "summary.md").read_text()
+
+    p = pdl_run(args, tmp_path, timeout=400)  # the same command: two more trials, new job dirs
+    assert p.returncode == 0, p.stderr
+    study = _study(sweep)
+    assert _states(study) == {"COMPLETE": 3, "FAIL": 1}
+    assert sorted(d.name.split("_", 1)[0] for d in sweep.iterdir() if (d / ".hydra").is_dir()) == list("0123")
+
+
 def test_an_epoch_hook_stops_the_run_with_last_pt(tmp_path, monkeypatch) -> None:
     from pdl_experiments import hpo
     from pdl_experiments.training import StopRun

@@ -188,14 +188,17 @@ class OptunaSweeperImpl:
             first = max(self.next_job, trials[0].number)  # job number = trial number when it can be
             returns = self.launcher.launch(batch, initial_job_idx=first)
             self.next_job = first + len(returns)
-            for trial, ret in zip(trials, returns, strict=True):
-                outcome = _outcome(ret, self.metric)
+            outcomes = [_outcome(ret, self.metric) for ret in returns]
+            for trial, outcome in zip(trials, outcomes, strict=True):
                 self._tell(study, trial, outcome)
                 stopped = stopped or outcome.stopped is not None
                 if outcome.stopped is None:
                     ran += 1
                     failed += outcome.state == TrialState.FAIL
                     last_reason = outcome.reason or last_reason
+            wrong = [o.reason for o in outcomes if o.reason.startswith(_MISSING)]
+            if wrong:  # a setting, not a trial's fate: every trial would fail the same way
+                raise SweeperError(wrong[0])
             if ran and failed / ran > self.max_failure_rate:
                 raise RuntimeError(
                     f"{failed} of {ran} trials failed, more than hydra.sweeper.max_failure_rate="
@@ -231,8 +234,6 @@ class OptunaSweeperImpl:
         except RuntimeError as e:  # the grid sampler stops "the optimisation" on its last point
             if "Study.stop" not in str(e):
                 raise
-        if outcome.state == TrialState.FAIL and outcome.reason.startswith(_MISSING):
-            raise SweeperError(outcome.reason)
 
     def _finish(self, study: optuna.Study, sweep_dir: Path) -> None:
         counts: dict[str, int] = {}
