@@ -130,6 +130,15 @@ class TrainerConfig:
     progress: ProgressMode = ProgressMode.auto
     num_threads: int = 0  # torch intra-op threads; 0 = torch's default
     deterministic: bool = False
+    # Debugging (configs/debug/). A batch limit is a count when it is a whole number >= 1
+    # (1 = one batch) and a share of the batches when it lies in (0, 1); null = all of them.
+    # Training: the first batches of each (shuffled) epoch, in every phase. Val and test: the
+    # first batches of eval_batch_size of the split, for everything that scores it.
+    limit_train_batches: float | None = None
+    limit_val_batches: float | None = None
+    limit_test_batches: float | None = None
+    overfit_batches: int = 0  # train on the first N batches only, in order, un-augmented; 0 = off
+    profiler: bool = False  # torch.profiler over steps 4-8: profile_trace.json, an operator table
 
 
 @dataclass
@@ -346,6 +355,13 @@ def typed(cfg: DictConfig) -> DictConfig:
     return cast(DictConfig, out)  # merged onto a structured DictConfig: a DictConfig
 
 
+_BATCH_LIMIT = "a count of batches (a whole number >= 1), a share in (0, 1), or null (all)"
+
+
+def _batch_limit(v: float) -> bool:
+    return 0 < v < 1 or (v >= 1 and float(v).is_integer())
+
+
 # (key, predicate, what is allowed). Checked before any work starts.
 _RANGES: list[tuple[str, Any, str]] = [
     ("trainer.max_epochs", lambda v: v >= 1, "an integer >= 1"),
@@ -357,6 +373,10 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("trainer.checkpoint_interval_s", lambda v: v >= 0, "a number of seconds >= 0"),
     ("trainer.keep", lambda v: v >= 0, "an integer >= 0"),
     ("trainer.num_threads", lambda v: v >= 0, "an integer >= 0 (0 = torch's default)"),
+    ("trainer.limit_train_batches", _batch_limit, _BATCH_LIMIT),
+    ("trainer.limit_val_batches", _batch_limit, _BATCH_LIMIT),
+    ("trainer.limit_test_batches", _batch_limit, _BATCH_LIMIT),
+    ("trainer.overfit_batches", lambda v: v >= 0, "an integer >= 0 (0 = off)"),
     ("optimizer.lr", lambda v: v > 0, "a number > 0"),
     ("augmentation.crop_scale", lambda v: 0 < v <= 1, "a number in (0, 1]"),
     ("augmentation.mirror", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),

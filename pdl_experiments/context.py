@@ -19,14 +19,15 @@ the resume checkpoint themselves.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .data import DataSplits, TensorLoader
+from .data import DataSplits, LimitedLoader, TensorLoader, first_batches, limit_batches, limit_count
+from .debug import DebugTools
 from .models import BatchNormSpec, build_model, count_params
 from .safety import load_yaml_config
 from .training import FitResult, RunState, Trainer, load_checkpoint
@@ -68,6 +69,16 @@ class RunContext:
     ):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        t = cfg.trainer
+        if t.limit_val_batches is not None or t.limit_test_batches is not None:
+            # Cut the splits themselves: every score of val or test, the trainer's or a
+            # technique's own loop over the tensors (attacks, FID), sees the same batches.
+            bs = int(t.eval_batch_size)
+            data = replace(
+                data,
+                val=first_batches(data.val, t.limit_val_batches, bs),
+                test=first_batches(data.test, t.limit_test_batches, bs),
+            )
         self.data = data
         self.device = device
         self.logger = logger
@@ -86,6 +97,7 @@ class RunContext:
 
             self.augment = build_augmentation(cfg.augmentation, data.info.in_shape)
         self.trainer = self._make_trainer()  # one per run: the step count runs on across phases
+        self.debug = DebugTools(cfg, self.run_dir, self.trainer, logger, device)  # trainer.profiler, ...
 
     # -- phases --------------------------------------------------------------------------
     def phase(self, name: str) -> Phase:
@@ -136,9 +148,14 @@ class RunContext:
             transform=self.augment if augment else None,
         )
 
-    def loader(self, split: str | tuple[torch.Tensor, torch.Tensor]) -> TensorLoader:
+    def loader(self, split: str | tuple[torch.Tensor, torch.Tensor]) -> TensorLoader | LimitedLoader:
         x, y = getattr(self.data, split) if isinstance(split, str) else split
-        return TensorLoader(x, y, int(self.cfg.trainer.eval_batch_size))
+        loader = TensorLoader(x, y, int(self.cfg.trainer.eval_batch_size))
+        limit = self.cfg.trainer.limit_test_batches
+        if limit is None or (isinstance(split, str) and split in ("val", "test")):  # cut in __init__
+            return loader
+        # Scores on the training split (final/train_acc) or on given tensors: as test's.
+        return LimitedLoader(loader, limit_count(limit, len(loader)))
 
     def make_optimizer(self, params, **overrides):
         from hydra.utils import instantiate
@@ -170,9 +187,16 @@ class RunContext:
         if self._resume is not None and self._resume.get("phase") == phase:
             resume, self._resume = self._resume, None
         val_loader = self.loader(val) if val is not None else None
+        t = self.cfg.trainer
+        train = limit_batches(
+            train if train is not None else self.train_loader(),
+            t.limit_train_batches,
+            int(t.overfit_batches),
+        )
+        self.debug.start_phase(phase, train)
         return self.trainer.fit(
             task,
-            train if train is not None else self.train_loader(),
+            train,
             val_loader,
             phase=phase,
             resume=resume,

@@ -98,7 +98,7 @@ def _run(cfg: DictConfig, run_dir: str | Path | None, stop_file: Path | None) ->
         _choice("model"),
         data.info.name,
         device,
-        " ".join(f"{k}={v}" for k, v in data.sizes().items()),
+        " ".join(f"{k}={v}" for k, v in ctx.data.sizes().items()),  # after trainer.limit_*_batches
     )
     if ctx.augment is not None and cfg.augmentation.grid:
         x = data.train[0][:32]
@@ -108,7 +108,9 @@ def _run(cfg: DictConfig, run_dir: str | Path | None, stop_file: Path | None) ->
     ctx.state.install_signal_handlers()
     try:
         metrics = dict(technique.run(ctx))
+        metrics.update(ctx.debug.metrics())  # the overfit check's verdict, the profile (debug.py)
     finally:
+        ctx.debug.close()
         logger.flush()
     metrics.setdefault("train/time_s", ctx.train_time_s)
     metrics["run/wall_s"] = time.perf_counter() - t_start

@@ -6,8 +6,10 @@ config's `dataset._target_` names the loader, so a user's own loader plugs in th
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -129,3 +131,78 @@ class TensorLoader:
             if self.transform is not None:
                 xb = self.transform(xb)
             yield xb, yb
+
+
+# -- batch limits (trainer.limit_*_batches, trainer.overfit_batches; configs/debug/) ----------
+def limit_count(limit: float | None, n_batches: int) -> int:
+    """How many of `n_batches` a `trainer.limit_*_batches` value keeps: a whole number >= 1 is
+    a count, a value in (0, 1) a share (at least one batch), None all of them."""
+    if limit is None:
+        return n_batches
+    if limit < 1:
+        return min(n_batches, max(1, int(limit * n_batches)))
+    return min(n_batches, int(limit))
+
+
+def first_batches(
+    split: tuple[torch.Tensor, torch.Tensor], limit: float | None, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The samples of a split's first `limit` batches of `batch_size` (all: the split itself)."""
+    x, y = split
+    keep = limit_count(limit, -(-len(y) // batch_size)) * batch_size
+    return (x[:keep], y[:keep]) if keep < len(y) else split
+
+
+class LimitedLoader:
+    """The first `n` batches of each epoch of another loader (trainer.limit_train_batches).
+
+    It keeps what the trainer relies on for an exact mid-epoch resume: `len()`,
+    `iter_from(start)` and `generator`, the wrapped loader's (its state at the start of an
+    epoch fixes the epoch's order, and the limit keeps that order's first batches).
+    """
+
+    def __init__(self, loader: Any, n: int):
+        self.loader = loader
+        self.n = min(n, len(loader))
+        self.generator = getattr(loader, "generator", None)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.iter_from(0)
+
+    def iter_from(self, start_batch: int) -> Iterator[Any]:
+        return itertools.islice(self.loader.iter_from(start_batch), max(0, self.n - start_batch))
+
+
+class FixedBatches:
+    """The same first `n` batches every epoch (trainer.overfit_batches): for a TensorLoader the
+    split's first n * batch_size samples in order, un-augmented; for another loader (NAS's
+    paired halves) the first n batches of its first epoch. They are drawn once, before the
+    trainer touches any generator, so a resumed run trains on the same ones."""
+
+    generator = None  # nothing to save or restore: every epoch is the same
+
+    def __init__(self, loader: Any, n: int):
+        if isinstance(loader, TensorLoader):
+            bs = loader.batch_size
+            loader = TensorLoader(loader.x[: n * bs], loader.y[: n * bs], bs)
+        self.batches = list(itertools.islice(loader.iter_from(0), n))
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.iter_from(0)
+
+    def iter_from(self, start_batch: int) -> Iterator[Any]:
+        return iter(self.batches[start_batch:])
+
+
+def limit_batches(loader: Any, limit: float | None = None, overfit: int = 0) -> Any:
+    """`loader` as trainer.overfit_batches (when > 0) or trainer.limit_train_batches cut it."""
+    if overfit > 0:
+        return FixedBatches(loader, overfit)
+    n = limit_count(limit, len(loader))
+    return loader if n >= len(loader) else LimitedLoader(loader, n)
