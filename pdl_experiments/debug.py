@@ -10,6 +10,7 @@ end of the run and closes it whatever happens.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import deque
 from pathlib import Path
@@ -124,8 +125,9 @@ class StepProfiler:
 
     def _ready(self, prof: Any) -> None:
         prof.export_chrome_trace(str(self.path))
+        trace = json.loads(self.path.read_text())  # {"traceEvents": [...], ...} (or a bare list)
+        self.events = len(trace["traceEvents"] if isinstance(trace, dict) else trace)
         averages = prof.key_averages()
-        self.events = len(prof.events() or [])
         tables = [
             "top operators by self CPU time\n"
             + averages.table(sort_by="self_cpu_time_total", row_limit=PROFILE_ROWS)
@@ -163,6 +165,7 @@ class StepProfiler:
             )
 
     def metrics(self) -> dict[str, float]:
+        """debug/profile_events: the events in the trace file (what Perfetto will show)."""
         return {"debug/profile_events": float(self.events)} if self.table else {}
 
 
