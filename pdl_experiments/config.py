@@ -73,6 +73,8 @@ class PruneCriterion(StrEnum):
     l2 = "l2"
     activation = "activation"
     similarity = "similarity"
+    accuracy = "accuracy"  # layer level: validation accuracy without the block
+    discriminability = "discriminability"  # layer level: class separation of the features without it
 
 
 class Attack(StrEnum):
@@ -176,13 +178,18 @@ class PruneConfig:
     # weight level: rank |w| times the next BN's gamma/sqrt(var), the weight inference
     # applies (BN hides a layer's weight scale); false: raw |w|
     fold_bn: bool = True
-    criterion: PruneCriterion = PruneCriterion.l1  # filter level (weight level: l1 or l2 = |w|)
+    # filter level: l1 | l2 | activation | similarity; weight level: l1 | l2 (= |w|); layer
+    # level: accuracy | discriminability (l1, the default, means accuracy there)
+    criterion: PruneCriterion = PruneCriterion.l1
     iterations: int = 1  # prune -> fine-tune rounds; each keeps the same share of what is left
     blocks: int = 1  # layer level: residual blocks removed
     from_run: str | None = None  # start from this run's best weights instead of training
     finetune_epochs: int = 15  # per round
     finetune_lr: float | None = None  # None: optimizer.lr
     latency_repeats: int = 20  # CPU latency at batch 256: median of this many timings
+    # layer level: the random-block baseline, fine-tuned with the same budget, over this many
+    # random draws (prune/acc_random_finetuned is their mean); 0 = before fine-tuning only
+    random_baselines: int = 3
 
 
 @dataclass
@@ -378,6 +385,10 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("trainer.limit_test_batches", _batch_limit, _BATCH_LIMIT),
     ("trainer.overfit_batches", lambda v: v >= 0, "an integer >= 0 (0 = off)"),
     ("optimizer.lr", lambda v: v > 0, "a number > 0"),
+    ("optimizer.momentum", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    ("optimizer.betas", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    ("optimizer.weight_decay", lambda v: v >= 0, "a number >= 0"),
+    ("optimizer.eps", lambda v: v > 0, "a number > 0"),
     ("augmentation.crop_scale", lambda v: 0 < v <= 1, "a number in (0, 1]"),
     ("augmentation.mirror", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
     ("augmentation.saturation", lambda v: v >= 0, "a number >= 0"),
@@ -392,8 +403,9 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("prune.finetune_epochs", lambda v: v >= 0, "an integer >= 0"),
     ("prune.finetune_lr", lambda v: v > 0, "a number > 0 (or null: optimizer.lr)"),
     ("prune.latency_repeats", lambda v: v >= 1, "an integer >= 1"),
-    ("adv.epsilon", lambda v: v >= 0, "a number >= 0"),
-    ("adv.eval_eps", lambda v: all(e >= 0 for e in v), "numbers >= 0"),
+    ("prune.random_baselines", lambda v: v >= 0, "an integer >= 0 (0 = no fine-tuned baseline)"),
+    ("adv.epsilon", lambda v: 0 <= v <= 1, "a number in [0, 1] (pixels are in [0, 1])"),
+    ("adv.eval_eps", lambda v: all(0 <= e <= 1 for e in v), "numbers in [0, 1] (pixels are in [0, 1])"),
     ("adv.pgd_steps", lambda v: v >= 1, "an integer >= 1"),
     ("adv.mix", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     ("adv.pgd_step_size", lambda v: v > 0, "a number > 0 (or null: 2.5 * eps / steps)"),
@@ -416,10 +428,104 @@ _RANGES: list[tuple[str, Any, str]] = [
 ]
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError (one line, naming the key) for the first out-of-range value."""
+# The options of models and dataset loaders, by name, wherever they appear (model.hidden,
+# dataset.val_fraction, ...): one table for every model and loader of the zoo and a user's.
+def _counts(v) -> bool:
+    items = v if isinstance(v, (list, tuple)) else [v]
+    return len(items) >= 1 and all(isinstance(i, int) and not isinstance(i, bool) and i >= 1 for i in items)
+
+
+_OPTION_RANGES: dict[str, tuple[Any, str]] = {
+    name: (_counts, "integers >= 1 (a non-empty list where a list is expected)")
+    for name in (
+        "hidden",
+        "channels",
+        "width",
+        "depth",
+        "layers",
+        "heads",
+        "d_model",
+        "d_ff",
+        "embed",
+        "blocks_per_stage",
+        "image_size",
+        "length",
+        "n_train",
+        "n_val",
+        "n_test",
+        "subset",
+        "min_length",
+    )
+}
+_OPTION_RANGES.update(
+    {
+        "dropout": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+        "init_std": (lambda v: v > 0, "a number > 0"),
+        "val_fraction": (lambda v: 0 < v < 1, "a number in (0, 1)"),
+        "test_fraction": (lambda v: 0 < v < 1, "a number in (0, 1)"),
+        "vocab": (lambda v: v >= 2, "an integer >= 2"),
+        "layout": (
+            lambda v: len(v) >= 1 and all(i == "M" or (isinstance(i, int) and i >= 1) for i in v),
+            "a non-empty list of integers >= 1 and M (max-pool)",
+        ),
+    }
+)
+
+
+def _check_options(cfg: DictConfig) -> None:
     from omegaconf import OmegaConf
 
+    for group in ("model", "dataset"):
+        block = cfg.get(group)
+        if not OmegaConf.is_dict(block):
+            continue
+        for name, (ok, allowed) in _OPTION_RANGES.items():
+            value = OmegaConf.select(block, name, default=None)
+            if value is None:
+                continue
+            value = OmegaConf.to_container(value) if OmegaConf.is_list(value) else value
+            try:
+                good = ok(value)
+            except TypeError:
+                good = False
+            if not good:
+                raise ConfigError(f"{group}.{name}={value} is out of range: expected {allowed}")
+        fractions = [OmegaConf.select(block, k, default=None) for k in ("val_fraction", "test_fraction")]
+        if all(isinstance(f, (int, float)) for f in fractions) and sum(fractions) >= 1:
+            raise ConfigError(
+                f"{group}.val_fraction + {group}.test_fraction = {sum(fractions):g}: expected < 1 "
+                "(the rest is the training split)"
+            )
+        heads, d_model = (
+            OmegaConf.select(block, "heads", default=None),
+            OmegaConf.select(block, "d_model", default=None),
+        )
+        if isinstance(heads, int) and isinstance(d_model, int) and d_model % heads:
+            raise ConfigError(
+                f"{group}.heads={heads} does not divide {group}.d_model={d_model}: expected a divisor "
+                f"such as {', '.join(str(h) for h in range(1, d_model + 1) if d_model % h == 0)}"
+            )
+        lengths = (
+            OmegaConf.select(block, "min_length", default=None),
+            OmegaConf.select(block, "length", default=None),
+        )
+        if isinstance(lengths[0], int) and isinstance(lengths[1], int) and lengths[0] > lengths[1]:
+            raise ConfigError(
+                f"{group}.min_length={lengths[0]} is out of range: expected <= {group}.length={lengths[1]}"
+            )
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError (one line, naming the key) for the first missing or out-of-range value."""
+    from omegaconf import OmegaConf
+
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            f"{missing[0]} is not set and has no default: set it on the command line, "
+            f"e.g. {missing[0]}=<value>"
+            + (" (the image folder: <dir>/<class>/<image>)" if missing[0] == "dataset.root" else "")
+        )
     for key, ok, allowed in _RANGES:
         value = OmegaConf.select(cfg, key, default=None)
         if value is None and not key.startswith("prune.ratio"):
@@ -430,6 +536,7 @@ def validate(cfg: DictConfig) -> None:
             good = False
         if not good:
             raise ConfigError(f"{key}={value} is out of range: expected {allowed}")
+    _check_options(cfg)
 
 
 if __name__ == "__main__":  # python -m pdl_experiments.config: rewrite configs/base.yaml

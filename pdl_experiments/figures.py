@@ -29,8 +29,14 @@ def sparsity_figure(m: dict):
     return fig
 
 
-def block_scores_figure(scores: dict, chosen: list, random_pick: list, val_acc_all: float):
-    """Validation accuracy without each residual block; removed and random ones coloured."""
+def block_scores_figure(
+    scores: dict,
+    chosen: list,
+    random_pick: list,
+    val_acc_all: float | None,
+    ylabel: str = "val accuracy without the block",
+):
+    """The criterion's score without each residual block; removed and random ones coloured."""
     plt = pyplot()
     idx = sorted(scores, key=int)
     colors = [
@@ -39,10 +45,11 @@ def block_scores_figure(scores: dict, chosen: list, random_pick: list, val_acc_a
     ]
     fig, ax = plt.subplots(figsize=(4.5, 3))
     ax.bar([f"block {i}" for i in idx], [scores[i] for i in idx], color=colors)
-    ax.axhline(val_acc_all, color="k", lw=1, ls="--", label="all blocks")
-    ax.set_ylabel("val accuracy without the block")
-    ax.set_ylim(max(0.0, min(scores.values()) - 0.05), 1.0)
+    if val_acc_all is not None:  # an accuracy: against the full model's, on [.., 1]
+        ax.axhline(val_acc_all, color="k", lw=1, ls="--", label="all blocks")
+        ax.set_ylim(max(0.0, min(scores.values()) - 0.05), 1.0)
+        ax.legend(fontsize=7)
+    ax.set_ylabel(ylabel)
     ax.set_title("green: removed (criterion), orange: random baseline", fontsize=8)
-    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from . import hpo
+from . import compat, hpo
 from .config import ConfigError, typed, validate
 from .context import RunContext, load_resume
 from .outputs import (
@@ -73,6 +73,12 @@ def _run(cfg: DictConfig, run_dir: str | Path | None, stop_file: Path | None) ->
         resume = load_resume(cfg, str(cfg.trainer.resume)) if cfg.trainer.resume else None
 
     technique = importlib.import_module(f"pdl_experiments.techniques.{cfg.technique}")
+    # What goes with what, and the model's and loader's own options: before anything is built.
+    compat.check(cfg, technique, _choices(), _command_line_groups())
+    for group in (
+        ("model", "dataset") if getattr(technique, "NEEDS", {}).get("model", ()) is not None else ("dataset",)
+    ):
+        compat.check_options(cfg[group], group)
     seed_everything(int(cfg.seed))
     from hydra.utils import instantiate
 
@@ -103,7 +109,10 @@ def _run(cfg: DictConfig, run_dir: str | Path | None, stop_file: Path | None) ->
     if ctx.augment is not None and cfg.augmentation.grid:
         x = data.train[0][:32]
         ctx.log_images("augmentation/original", x)
-        ctx.log_images("augmentation/augmented", ctx.augment(x))
+        # The preview draws from the global RNG: on a forked state, so it changes nothing of
+        # the run (the same initial weights with the grid on or off).
+        with torch.random.fork_rng(devices=[]):
+            ctx.log_images("augmentation/augmented", ctx.augment(x))
 
     ctx.state.install_signal_handlers()
     try:
@@ -150,6 +159,26 @@ def _hydra_output_dir() -> Path:
     from hydra.core.hydra_config import HydraConfig
 
     return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _choices() -> dict[str, str]:
+    """The option of each group this run was composed with ({} outside Hydra)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return {g: str(c) for g, c in HydraConfig.get().runtime.choices.items() if c is not None}
+    except ValueError:
+        return {}
+
+
+def _command_line_groups() -> set[str]:
+    """Groups chosen on the command line (`model=mlp`), not by a default."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task if "=" in o}
+    except ValueError:
+        return set()
 
 
 def _choice(group: str) -> str:

@@ -13,15 +13,18 @@ import contextlib
 import math
 
 import pytest
-from helpers import REPO
 
 from pdl_experiments.config import _RANGES, ConfigError, typed, validate
 from pdl_experiments.techniques import QUICK, TECHNIQUES
 
+from helpers import REPO
+
 MODELS = sorted(p.stem for p in (REPO / "configs" / "model").glob("*.yaml"))
 DATASETS = ["digits", "reverse"]
-SMALL_DATA = {"digits": ["dataset.subset=300"], "reverse": ["dataset.length=8", "dataset.n_train=300",
-                                                            "dataset.n_val=50", "dataset.n_test=50"]}
+SMALL_DATA = {
+    "digits": ["dataset.subset=300"],
+    "reverse": ["dataset.length=8", "dataset.n_train=300", "dataset.n_val=50", "dataset.n_test=50"],
+}
 MATRIX = [(t, m, d) for t in TECHNIQUES for m in MODELS for d in DATASETS]
 
 
@@ -49,16 +52,32 @@ def _run(tmp_path, overrides):
 
 @pytest.mark.parametrize("technique,model,dataset", MATRIX, ids=["-".join(c) for c in MATRIX])
 def test_every_combination_runs_or_refuses_in_one_line(tmp_path, technique, model, dataset):
-    overrides = [f"technique={technique}", f"model={model}", f"dataset={dataset}", "trainer.progress=none",
-                 "trainer.num_threads=1", f"gan.cache_dir={tmp_path / 'cache'}", *QUICK[technique],
-                 *SMALL_DATA[dataset]]
+    overrides = [
+        f"technique={technique}",
+        f"model={model}",
+        f"dataset={dataset}",
+        "trainer.progress=none",
+        "trainer.num_threads=1",
+        f"gan.cache_dir={tmp_path / 'cache'}",
+        *QUICK[technique],
+        *SMALL_DATA[dataset],
+    ]
     try:
         metrics = _run(tmp_path, overrides)
     except ConfigError as e:
         message = str(e)
         assert "\n" not in message
-        assert any(s in message for s in (f"technique={technique}", f"model={model}", f"dataset={dataset}",
-                                          "model.", "dataset.", f"{technique}.")), message
+        assert any(
+            s in message
+            for s in (
+                f"technique={technique}",
+                f"model={model}",
+                f"dataset={dataset}",
+                "model.",
+                "dataset.",
+                f"{technique}.",
+            )
+        ), message
         assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any training
         return
     assert all(math.isfinite(v) for v in metrics.values())
@@ -67,13 +86,26 @@ def test_every_combination_runs_or_refuses_in_one_line(tmp_path, technique, mode
 def test_the_combinations_that_make_sense_run(tmp_path):
     """What the matrix must not refuse: image classifiers with the image techniques, the GAN
     models with gan, sequence models with attention, nas with its own network."""
-    for overrides in (["technique=prune", "model=resnet"], ["technique=adv", "model=vgg"],
-                      ["technique=gan", "model=dcgan"], ["technique=attention", "model=transformer"],
-                      ["technique=nas"]):
+    for overrides in (
+        ["technique=prune", "model=resnet"],
+        ["technique=adv", "model=vgg"],
+        ["technique=gan", "model=dcgan"],
+        ["technique=attention", "model=transformer"],
+        ["technique=nas"],
+    ):
         t = overrides[0].split("=")[1]
         data = SMALL_DATA["reverse" if t == "attention" else "digits"]
-        _run(tmp_path / t, [*overrides, "trainer.progress=none", "trainer.num_threads=1", *QUICK[t], *data,
-                            f"gan.cache_dir={tmp_path / 'cache'}"])
+        _run(
+            tmp_path / t,
+            [
+                *overrides,
+                "trainer.progress=none",
+                "trainer.num_threads=1",
+                *QUICK[t],
+                *data,
+                f"gan.cache_dir={tmp_path / 'cache'}",
+            ],
+        )
 
 
 def _bad_values(ok) -> list:
@@ -88,8 +120,12 @@ def _bad_values(ok) -> list:
     return found[:2]
 
 
-RANGE_CASES = [(key, v) for key, ok, _ in _RANGES for v in _bad_values(ok)
-               if not key.startswith(("optimizer.betas", "optimizer.eps"))]
+RANGE_CASES = [
+    (key, v)
+    for key, ok, _ in _RANGES
+    for v in _bad_values(ok)
+    if not key.startswith(("optimizer.betas", "optimizer.eps"))
+]
 
 
 @pytest.mark.parametrize("key,value", RANGE_CASES, ids=[f"{k}={v}" for k, v in RANGE_CASES])
@@ -110,21 +146,35 @@ def _numeric_options():
             for key, value in data.items():
                 if key.startswith("_") or key == "seed" or isinstance(value, bool):
                     continue
-                if isinstance(value, (int, float)) or (isinstance(value, list) and value and
-                                                       all(isinstance(x, int) for x in value)):
+                if isinstance(value, (int, float)) or (
+                    isinstance(value, list) and value and all(isinstance(x, int) for x in value)
+                ):
                     yield group, name, key, value
 
 
 OPTION_CASES = list(_numeric_options())
 
 
-@pytest.mark.parametrize("group,name,key,value", OPTION_CASES, ids=[f"{g}={n}-{k}" for g, n, k, _ in OPTION_CASES])
+@pytest.mark.parametrize(
+    "group,name,key,value", OPTION_CASES, ids=[f"{g}={n}-{k}" for g, n, k, _ in OPTION_CASES]
+)
 def test_every_numeric_model_and_dataset_option_refuses_bad_values(group, name, key, value):
     from pdl_experiments import compat
 
-    technique = "attention" if name in ("seq2seq", "seq2seq_attention", "transformer", "reverse", "copy", "sort") \
-        else "gan" if name in ("gan_mlp", "dcgan") else "bn"
-    bads = [[0]] if isinstance(value, list) else [-1, 1.5] if isinstance(value, float) or key == "dropout" else [0]
+    technique = (
+        "attention"
+        if name in ("seq2seq", "seq2seq_attention", "transformer", "reverse", "copy", "sort")
+        else "gan"
+        if name in ("gan_mlp", "dcgan")
+        else "bn"
+    )
+    bads = (
+        [[0]]
+        if isinstance(value, list)
+        else [-1, 1.5]
+        if isinstance(value, float) or key == "dropout"
+        else [0]
+    )
     for bad in bads:
         with as_pdl_run([f"technique={technique}", f"{group}={name}", f"{group}.{key}={bad}"]) as cfg:
             with pytest.raises(ConfigError, match=rf"{group}\.{key}"):
@@ -145,6 +195,25 @@ def test_a_wrong_type_names_the_key():
 
 def test_divergence_is_named_whatever_meets_it_first(tmp_path):
     with pytest.raises(Exception, match="non-finite") as e:
-        _run(tmp_path, ["optimizer=sgd", "optimizer.lr=1e6", "optimizer.momentum=0.99", "trainer.max_epochs=2",
-                        "trainer.progress=none", "dataset.subset=300"])
+        _run(
+            tmp_path,
+            [
+                "optimizer=sgd",
+                "optimizer.lr=1e6",
+                "optimizer.momentum=0.99",
+                "trainer.max_epochs=2",
+                "trainer.progress=none",
+                "dataset.subset=300",
+            ],
+        )
     assert "histogram" not in str(e.value)
+
+
+def test_the_augmentation_preview_changes_nothing_of_the_run(tmp_path):
+    from helpers import run_small
+
+    common = ["augmentation=light", "trainer.max_epochs=2", "bn.diagnostics=false", "dataset.subset=300"]
+    with_grid, _ = run_small(tmp_path, [*common, "augmentation.grid=true"], name="grid")
+    without, _ = run_small(tmp_path, [*common, "augmentation.grid=false"], name="nogrid")
+    keys = [k for k in with_grid if "acc" in k or "loss" in k]
+    assert keys and {k: with_grid[k] for k in keys} == {k: without[k] for k in keys}

@@ -289,3 +289,28 @@ def test_bn_scales_pair_every_conv_with_its_norm():
         (block.shortcut[0], block.shortcut[1]),
     ]:
         assert torch.allclose(scales[conv], bn.weight.abs() / (bn.running_var + bn.eps).sqrt())
+
+
+def test_layer_level_by_discriminability_with_a_fine_tuned_random_baseline(tmp_path):
+    metrics, _ = run_small(
+        tmp_path,
+        [
+            "technique=prune",
+            *FAST,
+            *LEVELS["layer"],
+            "prune.criterion=discriminability",
+            "prune.random_baselines=2",
+        ],
+    )
+    fisher = {k: v for k, v in metrics.items() if k.startswith("prune/fisher_without_block/")}
+    assert len(fisher) == 4 and all(v > 0 for v in fisher.values())
+    draws = [metrics["prune/acc_random_finetuned/1"], metrics["prune/acc_random_finetuned/2"]]
+    assert metrics["prune/acc_random_finetuned"] == pytest.approx(sum(draws) / 2)
+    assert metrics["prune/blocks_removed"] == 1
+
+
+def test_a_criterion_of_another_level_is_refused_at_the_layer_level(tmp_path):
+    from pdl_experiments.config import ConfigError
+
+    with pytest.raises(ConfigError, match="prune.criterion=similarity does not apply to prune.level=layer"):
+        run_small(tmp_path, ["technique=prune", *FAST, *LEVELS["layer"], "prune.criterion=similarity"])

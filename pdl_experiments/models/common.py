@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from contextlib import contextmanager
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -56,3 +60,25 @@ def count_params(model: nn.Module) -> int:
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d | nn.Linear]]:
     """Conv and linear layers in registration order: what pruning masks and BN diagnostics watch."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def removable_blocks(model: nn.Module) -> list[int]:
+    """Residual blocks that can become the identity: same shape in and out, identity shortcut."""
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(blocks, nn.ModuleList):
+        return []
+    return [i for i, b in enumerate(blocks) if isinstance(getattr(b, "shortcut", None), nn.Identity)]
+
+
+@contextmanager
+def blocks_removed(model: nn.Module, idxs: Iterable[int]):
+    """Temporarily replace blocks by the identity (for scoring)."""
+    blocks = cast(nn.ModuleList, model.blocks)  # removable_blocks: only models with a ModuleList
+    saved = {i: blocks[i] for i in idxs}
+    try:
+        for i in saved:
+            blocks[i] = nn.Identity()
+        yield model
+    finally:
+        for i, b in saved.items():
+            blocks[i] = b

@@ -42,3 +42,13 @@ def _sync_shape_attributes(m: nn.Module) -> None:
         m.out_features, m.in_features = w.shape
     elif hasattr(m, "num_features") and (running_mean := getattr(m, "running_mean", None)) is not None:
         m.num_features = running_mean.shape[0]
+
+
+def drop_absent_blocks(model: nn.Module, state_dict: dict, prefix: str = "") -> None:
+    """Blocks of `model.blocks` the state dict holds no weights of were removed (layer
+    pruning): make them the identity too, before the weights load."""
+    blocks = getattr(model, "blocks", None)
+    if isinstance(blocks, nn.ModuleList):
+        for i in range(len(blocks)):
+            if not any(k.startswith(f"{prefix}blocks.{i}.") for k in state_dict):
+                blocks[i] = nn.Identity()

@@ -35,6 +35,8 @@ from .base import ClassificationTask, Task, classification_metrics
 
 log = logging.getLogger("pdl_experiments")
 
+NEEDS = {"model": ("image_classifier",), "data": ("image",)}  # models and data it works with (compat.py)
+
 ATTACK_SEED_OFFSET = 4242  # PGD's random starts in evaluation: fixed, off the global RNG
 # Headline metrics besides test/val acc and loss (outputs.headline: the HPARAMS columns).
 HEADLINE = ("adv/robust_acc/pgd", "adv/robust_acc/fgsm")

@@ -30,6 +30,8 @@ from ..models.seq2seq import Seq2Seq, Seq2SeqModel
 from .base import Task
 
 log = logging.getLogger("pdl_experiments")
+
+NEEDS = {"model": ("seq2seq",), "data": ("sequence",)}  # models and data it works with (compat.py)
 # Headline metrics besides test/val acc and loss (outputs.headline: the HPARAMS columns).
 HEADLINE = ("test/token_acc", "test/seq_acc", "val/token_acc", "val/seq_acc")
 

@@ -35,6 +35,8 @@ HIST_MAX_VALUES = 4096  # histograms of a strided subset: the full tensors cost 
 HEADLINE = ("bn/grad_ratio_first_last", "bn/act_std_last")
 LAYERS = "weight_layers"  # TensorBoard group of the per-layer diagnostics
 
+NEEDS = {"model": ("image_classifier",), "data": ("image",)}  # models and data it works with (compat.py)
+
 
 # ----------------------------------------------------------------------------- the recipe
 def run(ctx) -> dict[str, float]:

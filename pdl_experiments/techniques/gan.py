@@ -41,6 +41,8 @@ from .base import ClassificationTask, Task, classification_metrics
 
 log = logging.getLogger("pdl_experiments")
 
+NEEDS = {"model": ("image_generator",), "data": ("image",)}  # models and data it works with (compat.py)
+
 # The judge: the zoo's SmallCNN with a 64-wide penultimate layer (the FID feature space),
 # always with batch norm so `bn.enabled=false` on the GAN does not change the ruler.
 JUDGE = {"_target_": "pdl_experiments.models.cnn.SmallCNN", "channels": [32, 64], "hidden": 64}

@@ -124,3 +124,36 @@ class _eval_mode:
 
     def __exit__(self, *exc):
         self.model.train(self.was_training)
+
+
+def classifier(model: nn.Module) -> nn.Module:
+    """The last linear layer: its outputs are the classes, never pruned."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+
+
+@torch.no_grad()
+def fisher_ratio(model: nn.Module, loader) -> float:
+    """Class separation of the penultimate features (the last linear layer's input): the
+    between-class scatter over the within-class scatter, tr(S_b) / tr(S_w)."""
+    feats: list[torch.Tensor] = []
+    handle = classifier(model).register_forward_pre_hook(
+        lambda m, inp: feats.append(inp[0].flatten(1).float())
+    )
+    was_training = model.training
+    model.eval()
+    labels = []
+    try:
+        for x, y in loader:
+            model(x)
+            labels.append(y)
+    finally:
+        handle.remove()
+        model.train(was_training)
+    f, y = torch.cat(feats), torch.cat(labels)  # (N, D), (N,)
+    mean = f.mean(0)
+    between = within = 0.0
+    for c in y.unique():
+        fc = f[y == c]
+        between += len(fc) * float((fc.mean(0) - mean).pow(2).sum())
+        within += float((fc - fc.mean(0)).pow(2).sum())
+    return between / max(within, 1e-12)

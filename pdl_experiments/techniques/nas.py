@@ -47,6 +47,8 @@ from ..training.checkpoint import CheckpointError
 from .base import ClassificationTask, Task, classification_metrics
 
 log = logging.getLogger("pdl_experiments")
+
+NEEDS = {"model": None, "data": ("image",)}  # builds its own network: no model group (compat.py)
 # Headline metrics besides test/val acc and loss (outputs.headline: the HPARAMS columns).
 HEADLINE = ("nas/skip_count",)
 

@@ -3,40 +3,28 @@
 Three levels (`prune.level`), each a small class with one `prune` step:
 
 * weight: the smallest |w| of the conv and linear weights go to zero (torch.nn.utils.prune,
-  over all layers at once or layer by layer, `prune.scope`). With BN, |w| is taken as
-  inference applies it, times the next BN's gamma / sqrt(var) (`prune.fold_bn`): BN hides
-  the scale of the weights before it, and raw |w| would empty whole layers. The masks stay
-  on through fine-tuning, so pruned weights cannot revive, and are made permanent at the
-  end. The checkpoint stores a masked weight as its kept values plus a bit mask
-  (models/sparse.py): about a fifth of the dense size at 90% sparsity.
-* filter: whole filters go (Torch-Pruning removes them physically, together with their
-  BN channels, the next layer's input channels and every channel tied to them by a residual
-  addition). Filters are ranked by `prune.criterion`: l1 / l2 norm, mean activation of the
-  feature map over the training set, or similarity to the other filters (FPGM: filters near
-  the geometric median are the most replaceable); the criteria are in importance.py. `prune.ratio` of every layer's filters
-  go; the final classifier keeps its outputs.
-* layer: whole residual blocks (identity shortcut, same shape in and out) are replaced by
-  the identity, the ones whose removal costs the least validation accuracy first; a
-  randomly chosen block is removed too, on a copy, as the baseline the criterion must beat.
+  all layers at once or each alone, `prune.scope`), |w| taken as inference applies it (times
+  the next BN's gamma / sqrt(var), `prune.fold_bn`: BN hides the weights' scale). Masks stay
+  on through fine-tuning (pruned weights cannot revive); checkpoints store kept values plus
+  a bit mask (models/sparse.py).
+* filter: whole filters go, physically (Torch-Pruning: with their BN channels, the next
+  layer's inputs and channels tied by residual additions), ranked by `prune.criterion`
+  (l1 / l2 norm, mean activation, similarity: importance.py); the classifier keeps its outputs.
+* layer: residual blocks (identity shortcut) become the identity, those whose removal hurts
+  least first: validation accuracy, or `prune.criterion=discriminability` (class separation
+  of the penultimate features). The control: random blocks removed instead, before
+  fine-tuning and, over `prune.random_baselines` draws, fine-tuned with the same budget.
 
-`prune.iterations=n` prunes in n rounds, each followed by fine-tuning (phases finetune1,
-finetune2, ...); every round keeps the same share of what is left, so the total reaches
-`prune.ratio`. A run resumes in any phase: the pruned architecture is rebuilt from the
-checkpoint's state dict alone (tensor shapes, packed weight masks, blocks without weights)
-by `PruneTask.restore_architecture` before the trainer restores its weights; `load_run`
-rebuilds it the same way through `load_model`.
-
-Reported (metrics.json, TensorBoard, an end-of-run table): accuracy before / right after
-pruning / after fine-tuning, parameters (total and non-zero), FLOPs per image
-(FlopCounterMode: 2 FLOPs per multiply-accumulate), CPU latency at batch 256, checkpoint
-size, sparsity per layer (measured by pdl_experiments/measure.py).
+`prune.iterations=n` prunes in n rounds, each followed by fine-tuning (finetune1, ...), each
+keeping the same share of what is left. A resumed run rebuilds the pruned architecture from
+the checkpoint's state dict alone (`PruneTask.restore_architecture`), as `load_model` does.
+Reported: accuracy before / right after pruning / after fine-tuning, parameters, non-zeros,
+FLOPs (2 per multiply-accumulate), CPU latency at batch 256, checkpoint size, sparsity.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -48,17 +36,18 @@ from torch.nn.utils import prune as tprune
 
 from ..config import ConfigError
 from ..loading import load_run, run_config
-from ..measure import count_flops, count_nonzero, count_params
 from ..models import build_model
-from ..models.common import weight_layers
-from ..models.reshape import reshape_to_state_dict
+from ..models.common import blocks_removed, removable_blocks, weight_layers
+from ..models.reshape import drop_absent_blocks, reshape_to_state_dict
 from ..models.sparse import attach_masks_for, attach_packing, effective_weight, make_permanent
 from ..training.checkpoint import CheckpointError, resolve_checkpoint
 from .base import ClassificationTask
-from .importance import bn_scales, filter_criteria
-from .prune_report import report
+from .importance import bn_scales, classifier, filter_criteria, fisher_ratio
+from .prune_report import describe, report
 
 log = logging.getLogger("pdl_experiments")
+
+NEEDS = {"model": ("image_classifier",), "data": ("image",)}  # models and data it works with (compat.py)
 
 DEFAULT_RATIO = {"weight": 0.9, "filter": 0.5}
 # Headline metrics besides test/val acc and loss (outputs.headline: the HPARAMS columns).
@@ -83,6 +72,8 @@ def run(ctx) -> dict[str, float]:
         dense: dict[str, Any] = describe(ctx, task)  # the phase record: widths are a dict
         dense["ckpt_bytes"] = source_ckpt.stat().st_size
         dense["widths"] = {n: m.weight.shape[0] for n, m in weight_layers(model)}
+        if level_name == "layer" and int(ctx.cfg.prune.random_baselines) > 0:  # what the baseline starts from
+            dense["weights"] = {k: v.detach().clone() for k, v in task.model.state_dict().items()}
         ph.finish(**dense)
         log.info(
             "before pruning: test acc %.4f, %d params, %d FLOPs",
@@ -116,12 +107,42 @@ def run(ctx) -> dict[str, float]:
                 )
         rounds.append(ph.record)
 
-    # 3. Make it permanent; what it cost and saved.
+    # 3. The layer level's control: random blocks removed from the dense model instead, each
+    # draw fine-tuned with the same budget as the criterion's choice.
+    baselines = random_baselines(ctx, dense, rounds) if level_name == "layer" else []
+
+    # 4. Make it permanent; what it cost and saved.
     level.finalize(task.model)
     metrics = ctx.classification_metrics(task, task.model)
+    if baselines:
+        metrics["prune/acc_random_finetuned"] = sum(baselines) / len(baselines)
+        metrics.update({f"prune/acc_random_finetuned/{j}": a for j, a in enumerate(baselines, 1)})
     after = describe(ctx, task)
     metrics.update(report(ctx, task.model, dense, after, rounds, level_name, _source_model(ctx)))
     return metrics
+
+
+def random_baselines(ctx, dense: dict, rounds: list[dict]) -> list[float]:
+    """Test accuracy of prune.random_baselines dense copies with as many random blocks removed
+    as the criterion removed, each fine-tuned for all rounds' epochs (phases random1, ...)."""
+    accs = []
+    n_removed = sum(len(r.get("chosen", [])) for r in rounds)
+    epochs = int(ctx.cfg.prune.finetune_epochs) * len(rounds)
+    for j in range(1, int(ctx.cfg.prune.random_baselines) + 1):
+        ph = ctx.phase(f"random{j}")
+        if not ph.done:
+            task = PruneTask(ctx.build_model())
+            task.model.load_state_dict(dense["weights"])
+            candidates, blocks = removable_blocks(task.model), cast(nn.ModuleList, task.model.blocks)
+            gen = torch.Generator().manual_seed(int(ctx.cfg.seed) + 104729 * j)
+            for i in [candidates[int(t)] for t in torch.randperm(len(candidates), generator=gen)[:n_removed]]:
+                blocks[i] = nn.Identity()
+            task.lr = ctx.cfg.prune.finetune_lr
+            ctx.fit(task, phase=ph.name, max_epochs=epochs)
+            ph.finish(acc=ctx.evaluate(task, "test")["test/acc"])
+            log.info("random baseline %d: test acc %.4f after fine-tuning", j, ph.record["acc"])
+        accs.append(float(ph.record["acc"]))
+    return accs
 
 
 # ----------------------------------------------------------------------------- the task
@@ -141,32 +162,9 @@ class PruneTask(ClassificationTask):
         """Take the architecture a checkpoint was saved from, from its state dict alone:
         blocks it holds no weights of are gone, every tensor takes its shape (filter
         pruning), masks are re-attached where it holds packed weights."""
-        blocks = getattr(self.model, "blocks", None)
-        if isinstance(blocks, nn.ModuleList):
-            for i in range(len(blocks)):
-                if not any(k.startswith(f"model.blocks.{i}.") for k in state_dict):
-                    blocks[i] = nn.Identity()
+        drop_absent_blocks(self.model, state_dict, prefix="model.")
         reshape_to_state_dict(self, state_dict)
         attach_masks_for(self, state_dict)
-
-
-def describe(ctx, task: PruneTask) -> dict[str, float]:
-    """Accuracy, size and cost of the task's model as it stands."""
-    model = task.model
-    x1 = ctx.data.test[0][:1]
-    out = {
-        "acc": ctx.evaluate(task, "test")["test/acc"],
-        "val_acc": ctx.evaluate(task, "val")["val/acc"],
-        "params": count_params(model),
-        "nonzero": count_nonzero(model),
-        "flops": count_flops(model, x1),
-    }
-    out["conv_nonzero"] = sum(
-        int(effective_weight(m).count_nonzero()) for _, m in weight_layers(model) if isinstance(m, nn.Conv2d)
-    )
-    for name, m in weight_layers(model):
-        out[f"layer/{name}"] = effective_weight(m).numel()
-    return out
 
 
 # ----------------------------------------------------------------------------- levels
@@ -232,11 +230,6 @@ def _per_row(w: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
     return w if scale is None else w * scale.view(-1, *([1] * (w.dim() - 1)))
 
 
-def classifier(model: nn.Module) -> nn.Module:
-    """The last linear layer: its outputs are the classes, never pruned."""
-    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-
-
 class FilterLevel(Level):
     def check(self, model):
         head = classifier(model)
@@ -277,30 +270,13 @@ class FilterLevel(Level):
         return {}
 
 
-def removable_blocks(model: nn.Module) -> list[int]:
-    """Residual blocks that can become the identity: same shape in and out, identity shortcut."""
-    blocks = getattr(model, "blocks", None)
-    if not isinstance(blocks, nn.ModuleList):
-        return []
-    return [i for i, b in enumerate(blocks) if isinstance(getattr(b, "shortcut", None), nn.Identity)]
-
-
-@contextmanager
-def blocks_removed(model: nn.Module, idxs: Iterable[int]):
-    """Temporarily replace blocks by the identity (for scoring)."""
-    blocks = cast(nn.ModuleList, model.blocks)  # removable_blocks: only models with a ModuleList
-    saved = {i: blocks[i] for i in idxs}
-    try:
-        for i in saved:
-            blocks[i] = nn.Identity()
-        yield model
-    finally:
-        for i, b in saved.items():
-            blocks[i] = b
-
-
 class LayerLevel(Level):
     def check(self, model):
+        if str(self.cfg.criterion) not in ("l1", "accuracy", "discriminability"):
+            raise ConfigError(
+                f"prune.criterion={self.cfg.criterion} does not apply to prune.level=layer: expected "
+                "accuracy (the default) or discriminability"
+            )
         n = len(removable_blocks(model))
         if n == 0:
             raise ConfigError(
@@ -314,7 +290,9 @@ class LayerLevel(Level):
             )
 
     def prune(self, task, k, dense):
-        """Greedily drop the blocks whose removal keeps validation accuracy highest."""
+        """Greedily drop the blocks whose removal keeps the criterion highest: validation
+        accuracy (ties broken by loss), or the class separation of the features
+        (`discriminability`: blocks that do not help discriminate between classes go)."""
         ctx, model = self.ctx, task.model
         total = int(self.cfg.blocks)
         n_blocks = round(total * k / self.rounds) - round(total * (k - 1) / self.rounds)
@@ -327,13 +305,19 @@ class LayerLevel(Level):
                 if i in chosen:
                     continue
                 with blocks_removed(model, chosen + [i]):
-                    val = ctx.evaluate(task, "val")
-                # Ties in accuracy are common on small validation sets: lower loss breaks them.
-                trial[i] = (val["val/acc"], -val["val/loss"])
+                    if str(self.cfg.criterion) == "discriminability":
+                        score = fisher_ratio(model, ctx.loader("val"))
+                        trial[i] = (score, 0.0)
+                    else:
+                        val = ctx.evaluate(task, "val")
+                        # Ties in accuracy are common on small validation sets: lower loss breaks them.
+                        score, trial[i] = val["val/acc"], (val["val/acc"], -val["val/loss"])
                 if step == 0:
-                    scores[str(i)] = val["val/acc"]
+                    scores[str(i)] = score
             log.info(
-                "round %d, block %d of %d: val acc without each block %s",
+                "round %d, block %d of %d: val "
+                + ("Fisher ratio" if str(self.cfg.criterion) == "discriminability" else "acc")
+                + " without each block %s",
                 k,
                 step + 1,
                 n_blocks,

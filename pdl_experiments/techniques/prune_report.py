@@ -6,15 +6,35 @@ import logging
 import math
 
 import torch
+from torch import nn
 
 from ..figures import block_scores_figure, sparsity_figure
-from ..measure import cpu_latency_ms
+from ..measure import count_flops, count_nonzero, count_params, cpu_latency_ms
 from ..models.common import weight_layers
 from ..models.sparse import effective_weight
 
 log = logging.getLogger("pdl_experiments")
 
 LATENCY_BATCH = 256
+
+
+def describe(ctx, task) -> dict[str, float]:
+    """Accuracy, size and cost of the task's model as it stands."""
+    model = task.model
+    x1 = ctx.data.test[0][:1]
+    out = {
+        "acc": ctx.evaluate(task, "test")["test/acc"],
+        "val_acc": ctx.evaluate(task, "val")["val/acc"],
+        "params": count_params(model),
+        "nonzero": count_nonzero(model),
+        "flops": count_flops(model, x1),
+    }
+    out["conv_nonzero"] = sum(
+        int(effective_weight(m).count_nonzero()) for _, m in weight_layers(model) if isinstance(m, nn.Conv2d)
+    )
+    for name, m in weight_layers(model):
+        out[f"layer/{name}"] = effective_weight(m).numel()
+    return out
 
 
 def report(
@@ -67,8 +87,9 @@ def report(
     if level_name == "layer":
         m["prune/blocks_removed"] = len(removed)
         m["prune/acc_random_block"] = rounds[-1]["acc_random_block"]
-        for i, acc in rounds[0]["val_acc_without"].items():
-            m[f"prune/val_acc_without_block/{i}"] = acc
+        name = "fisher_without_block" if _discriminability(ctx) else "val_acc_without_block"
+        for i, score in rounds[0]["val_acc_without"].items():
+            m[f"prune/{name}/{i}"] = score
     if len(rounds) > 1:
         for k, r in enumerate(rounds, 1):
             m[f"prune/acc_pruned_round{k}"] = r["acc_pruned"]
@@ -120,6 +141,16 @@ def _show(ctx, m: dict, level_name: str, rounds: list[dict], removed: list[int],
         ctx.logger.figure(
             "prune/block_scores",
             block_scores_figure(
-                first["val_acc_without"], first["chosen"], first["random"], before["val_acc"]
+                first["val_acc_without"],
+                first["chosen"],
+                first["random"],
+                None if _discriminability(ctx) else before["val_acc"],
+                "val Fisher ratio without the block"
+                if _discriminability(ctx)
+                else "val accuracy without the block",
             ),
         )
+
+
+def _discriminability(ctx) -> bool:
+    return str(ctx.cfg.prune.criterion) == "discriminability"

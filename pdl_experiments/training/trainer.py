@@ -283,6 +283,7 @@ class Trainer:
                         raise Interrupted(self.state.stop_signal or signal.SIGTERM, phase, epoch)
                 if "loss" in outs:
                     self._check_finite(outs["loss"], checked, epoch, st["global_step"], phase)
+                self._check_weights(task, epoch, st["global_step"], phase)
                 train_time = time.perf_counter() - t0
                 st["elapsed"] += train_time
                 st["batch"] = 0
@@ -365,6 +366,18 @@ class Trainer:
                     "set trainer.grad_clip"
                 )
         return len(losses)
+
+    @staticmethod
+    @torch.no_grad()
+    def _check_weights(task: nn.Module, epoch: int, step: int, phase: str) -> None:
+        """The epoch's last update can leave inf/NaN weights behind a finite loss: say so
+        here, before validation or a diagnostic meets them (one device sync per epoch)."""
+        params = [p for p in task.parameters() if p.is_floating_point()]
+        if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            raise NonFiniteLossError(
+                f"non-finite weights after epoch {epoch}, step {step} (phase {phase}): the "
+                "run diverged; lower optimizer.lr or set trainer.grad_clip"
+            )
 
     @torch.no_grad()
     def evaluate(self, task: Task, loader: Any) -> dict[str, float]:
