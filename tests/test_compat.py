@@ -168,13 +168,9 @@ def test_every_numeric_model_and_dataset_option_refuses_bad_values(group, name, 
         if name in ("gan_mlp", "dcgan")
         else "bn"
     )
-    bads = (
-        [[0]]
-        if isinstance(value, list)
-        else [-1, 1.5]
-        if isinstance(value, float) or key == "dropout"
-        else [0]
-    )
+    from pdl_experiments.config import _OPTION_RANGES
+
+    bads = _bad_values(_OPTION_RANGES[key][0]) if key in _OPTION_RANGES else [0]
     for bad in bads:
         with as_pdl_run([f"technique={technique}", f"{group}={name}", f"{group}.{key}={bad}"]) as cfg:
             with pytest.raises(ConfigError, match=rf"{group}\.{key}"):
