@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from . import compat, hpo
-from .config import ConfigError, typed, validate
+from .config import ConfigError, typed
 from .context import RunContext, load_resume
 from .outputs import (
     finished_metrics,
@@ -29,6 +29,7 @@ from .outputs import (
     save_json,
     write_env,
 )
+from .ranges import validate
 from .training.logger import RunLogger
 
 log = logging.getLogger("pdl_experiments")

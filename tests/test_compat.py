@@ -14,7 +14,8 @@ import math
 
 import pytest
 
-from pdl_experiments.config import _RANGES, ConfigError, typed, validate
+from pdl_experiments.config import ConfigError, typed
+from pdl_experiments.ranges import _RANGES, validate
 from pdl_experiments.techniques import QUICK, TECHNIQUES
 
 from helpers import REPO
@@ -168,7 +169,7 @@ def test_every_numeric_model_and_dataset_option_refuses_bad_values(group, name, 
         if name in ("gan_mlp", "dcgan")
         else "bn"
     )
-    from pdl_experiments.config import _OPTION_RANGES
+    from pdl_experiments.ranges import _OPTION_RANGES
 
     bads = _bad_values(_OPTION_RANGES[key][0]) if key in _OPTION_RANGES else [0]
     for bad in bads:

@@ -5,7 +5,6 @@ networks, builds its optimizer(s), and whose `training_step` returns a dict with
 (everything else in it is logged). The trainer owns everything around the step: device,
 mixed precision, epochs, evaluation, best-model tracking, LR schedules, gradient clipping,
 early stopping, checkpoints, signals, logging and progress. It knows no technique by name.
-
 Tasks with several optimizers (GAN, DARTS) set `manual_optimization = True` and call
 `trainer.optimize(loss, name)` from their step for each update.
 """
