@@ -5,7 +5,7 @@
   gives (`KIND`: image or sequence); each technique what it needs (`NEEDS` in its module:
   the model kinds and data kinds it works with; `model: None` when it builds its own).
 * A model's or loader's options are checked against its signature: no unknown option, and
-  each value of the type its annotation says (ranges are config.py's _OPTION_RANGES).
+  each value of the type its annotation says (ranges are ranges.py's _OPTION_RANGES).
 
 A refusal is one line naming the choices and what would work instead, e.g.
 `technique=bn trains image classifiers; model=transformer is a sequence-to-sequence model:
