@@ -127,12 +127,7 @@ def _check_options(cfg: DictConfig) -> None:
             if value is None:
                 continue
             value = OmegaConf.to_container(value) if OmegaConf.is_list(value) else value
-            try:
-                good = ok(value)
-            except TypeError:
-                good = False
-            if not good:
-                raise ConfigError(f"{group}.{name}={value} is out of range: expected {allowed}")
+            _require(f"{group}.{name}", value, ok, allowed)
         fractions = [OmegaConf.select(block, k, default=None) for k in ("val_fraction", "test_fraction")]
         if all(isinstance(f, (int, float)) for f in fractions) and sum(fractions) >= 1:
             raise ConfigError(
@@ -173,10 +168,15 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=None)
         if value is None and not key.startswith("prune.ratio"):
             continue
-        try:
-            good = ok(value)
-        except TypeError:
-            good = False
-        if not good:
-            raise ConfigError(f"{key}={value} is out of range: expected {allowed}")
+        _require(key, value, ok, allowed)
     _check_options(cfg)
+
+
+def _require(key: str, value: Any, ok: Any, allowed: str) -> None:
+    """ConfigError (one line naming the key) unless `ok(value)`."""
+    try:
+        good = ok(value)
+    except TypeError:
+        good = False
+    if not good:
+        raise ConfigError(f"{key}={value} is out of range: expected {allowed}")
