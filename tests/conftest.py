@@ -10,6 +10,14 @@ import pytest
 # Set before any test module (or helpers.ENV) is imported.
 os.environ.setdefault("PDL_DATA_ROOT", str(Path(__file__).parent / "_no_data_here"))
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under `pytest -n 2` (the README's test command) each worker gets one of the two
+    # cores: one torch thread here and in every pdl-run the tests start.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 
 @pytest.fixture
 def small_run(tmp_path):

@@ -169,8 +169,8 @@ def test_sequence_models_refuse_image_data():
 @pytest.mark.parametrize(
     "overrides,match",
     [
-        (["technique=attention", "dataset=digits"], "needs a sequence dataset"),
-        (["technique=attention", "model=cnn"], "needs a sequence model"),
+        (["technique=attention", "dataset=digits"], "needs sequence data.*use dataset=copy"),
+        (["technique=attention", "model=cnn"], "trains sequence-to-sequence models.*model=seq2seq"),
         (["technique=attention", "attention.heatmaps=-1"], "attention.heatmaps=-1"),
         (["technique=attention", "dataset.length=0"], "dataset.length=0"),
     ],

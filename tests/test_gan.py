@@ -113,7 +113,7 @@ def test_bad_gan_configs_fail_before_training(tmp_path, cache):
 
     with pytest.raises(ConfigError, match="gan.beta1"):
         run_small(tmp_path, tiny(cache, "gan.beta1=1.0"), name="b1")
-    with pytest.raises(ConfigError, match="not a GAN model"):
+    with pytest.raises(ConfigError, match="trains GANs.*model=dcgan"):
         run_small(tmp_path, tiny(cache, "model=cnn"), name="cnn")
     assert not (tmp_path / "cnn" / "checkpoints").exists()  # nothing trained
     with pytest.raises(Exception) as bad_loss:
