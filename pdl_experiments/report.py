@@ -182,13 +182,15 @@ def _fmt(v: Any) -> str:
 
 def _print_table(header, table, console, title, caption: str = "") -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=title, caption=caption or None, header_style="bold")
+    # Cells are data (error messages, override values): "[...]" in them is not rich markup.
+    t = Table(title=escape(title), caption=escape(caption) if caption else None, header_style="bold")
     for h in header:
-        t.add_column(h, overflow="fold")
+        t.add_column(escape(h), overflow="fold")
     for row in table:
-        t.add_row(*row)
+        t.add_row(*(escape(str(c)) for c in row))
     if console is None:
         import sys
 

@@ -101,3 +101,28 @@ def test_lr_sweep_plot_has_a_log_x_axis(tmp_path, monkeypatch):
     report.report([sweep], out_dir=tmp_path / "again")
     (fig,) = [f for f in figures if f is not None and f.axes[0].get_xlabel() == "optimizer.lr"][:1]
     assert fig.axes[0].get_xscale() == "log"
+
+
+def test_summary_prints_error_messages_with_brackets_as_text(tmp_path):
+    """A failed job's message is data: "[/x]" in it is not rich markup (it once broke the summary)."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from pdl_experiments.report import report
+
+    error = "model.channels=[0] must be positive [/bold] (allowed: [1, ...])"
+    for i, status in enumerate([{"status": "failed", "error": error}, {"status": "done"}]):
+        job = tmp_path / f"{i}_model.channels=[{i}]"
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "config.yaml").write_text("seed: 0\n")
+        (job / ".hydra" / "overrides.yaml").write_text(f"- model.channels=[{i}]\n")
+        (job / "status.json").write_text(json.dumps(status))
+        if i:
+            (job / "metrics.json").write_text(json.dumps({"val/acc": 0.5, "test/acc": 0.5}))
+    out = io.StringIO()
+    rows = report([tmp_path], console=Console(file=out, width=300))
+    assert [r["status"] for r in rows] == ["failed: " + error, "ok"]
+    printed = out.getvalue()
+    assert "[/bold]" in printed and "[0]" in printed
