@@ -95,9 +95,14 @@ def _hydra_main(cfg: DictConfig) -> Any:
     from hydra.types import RunMode
 
     from . import sweep
-    from .outputs import save_json
+    from .distributed import is_main
+    from .outputs import save_json as write_json
     from .run import run
     from .training import Interrupted, StopRun
+
+    def save_json(obj: Any, path: Path) -> None:
+        if is_main():  # under DDP rank 0 alone writes (another rank's own Hydra dir is gone)
+            write_json(obj, path)
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
@@ -112,7 +117,8 @@ def _hydra_main(cfg: DictConfig) -> Any:
             _run_error.append(e)
             return None
         # One signal stops the whole sweep: no further job starts (see sweep.py).
-        sweep.request_stop(sweep_dir, e.signum)
+        if is_main():
+            sweep.request_stop(sweep_dir, e.signum)
         save_json(
             {"status": "interrupted", "phase": e.phase, "epoch": e.epoch, "signal": e.signame},
             out_dir / STATUS_FILE,

@@ -3,7 +3,9 @@
 * Each model declares what it is (`KIND` on the class or factory: an image classifier, a
   sequence-to-sequence model, an image generator); each dataset loader the kind of data it
   gives (`KIND`: image or sequence); each technique what it needs (`NEEDS` in its module:
-  the model kinds and data kinds it works with; `model: None` when it builds its own).
+  the model kinds and data kinds it works with; `model: None` when it builds its own;
+  `one_process: "<why>"` when it cannot train under DistributedDataParallel, so
+  trainer.devices > 1 or an outside launcher's several processes are refused, saying why).
 * A model's or loader's options are checked against its signature: no unknown option, and
   each value of the type its annotation says (ranges are ranges.py's _OPTION_RANGES).
 
@@ -71,6 +73,8 @@ def check(
     """
     name = str(cfg.technique)
     needs = getattr(technique, "NEEDS", {})
+    if needs.get("one_process"):
+        _check_one_process(cfg, name, needs["one_process"])
     data_kind = kind_of(str(cfg.dataset.get("_target_")))
     dataset = chosen.get("dataset") or _choice_of("dataset", str(cfg.dataset.get("_target_")))
     if needs.get("data") and data_kind and data_kind not in needs["data"]:
@@ -96,6 +100,21 @@ def check(
             f"technique={name} {VERBS.get(wanted[0], 'needs another model')}; model={model} is "
             f"{MODEL_KINDS.get(model_kind, model_kind)}: use {instead}"
             f"model={'|'.join(_options('model', wanted))}"
+        )
+
+
+def _check_one_process(cfg: DictConfig, name: str, why: str) -> None:
+    """A technique that declares `NEEDS["one_process"]` (why) refuses several processes."""
+    from .distributed import external_launch
+
+    devices = int(OmegaConf.select(cfg, "trainer.devices", default=1) or 1)
+    outside = external_launch()
+    if devices > 1:
+        raise ConfigError(f"trainer.devices={devices}: technique={name} {why}; use trainer.devices=1")
+    if outside is not None:
+        raise ConfigError(
+            f"technique={name} {why}, but {outside['launcher']} started {outside['world']} "
+            "processes: run it as one process"
         )
 
 

@@ -118,6 +118,9 @@ class TrainerConfig:
     eval_batch_size: int = 1024
     device: Device = Device.auto
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    # GPU speed switches (training/speed.py), off by default; both work on the CPU too:
+    channels_last: bool = False  # the networks and their image inputs in NHWC memory format
+    compile: bool = False  # torch.compile each network of the task (checkpoints unchanged)
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     monitor: str = "val/acc"
     mode: MonitorMode = MonitorMode.max
@@ -141,6 +144,11 @@ class TrainerConfig:
     limit_test_batches: float | None = None
     overfit_batches: int = 0  # train on the first N batches only, in order, un-augmented; 0 = off
     profiler: bool = False  # torch.profiler over steps 4-8: profile_trace.json, an operator table
+    # Processes on this machine training one model with DistributedDataParallel (gloo on the
+    # CPU, NCCL on CUDA: one GPU each), started by pdl-run; under torchrun / SLURM the launcher
+    # decides. batch_size stays the global batch (each process takes batch_size / devices).
+    devices: int = 1
+    sync_bn: bool = False  # under DDP: BatchNorm statistics over the global batch (CUDA only)
 
 
 @dataclass

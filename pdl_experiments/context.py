@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from . import distributed
 from .data import DataSplits, LimitedLoader, TensorLoader, first_batches, limit_batches, limit_count
 from .debug import DebugTools
 from .models import BatchNormSpec, build_model, count_params
@@ -146,6 +147,9 @@ class RunContext:
             shuffle=True,
             generator=gen,
             transform=self.augment if augment else None,
+            # Under DDP each rank's slice of every global batch (one order for all ranks).
+            rank=distributed.rank(),
+            world_size=distributed.world_size(),
         )
 
     def loader(self, split: str | tuple[torch.Tensor, torch.Tensor]) -> TensorLoader | LimitedLoader:

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from .distributed import is_main
+
 log = logging.getLogger("pdl_experiments")
 
 OVERFIT_TARGET = 0.05  # a training loss below this on the fixed batches: the model can learn
@@ -174,7 +176,8 @@ class DebugTools:
 
     def __init__(self, cfg: Any, run_dir: Path, trainer: Any, logger: Any, device: torch.device):
         self.overfit = OverfitCheck(int(cfg.trainer.overfit_batches)) if cfg.trainer.overfit_batches else None
-        self.profiler = StepProfiler(run_dir, logger, device) if cfg.trainer.profiler else None
+        # Under DDP rank 0's steps are profiled (the others run the same ones).
+        self.profiler = StepProfiler(run_dir, logger, device) if cfg.trainer.profiler and is_main() else None
         for tool in (self.profiler, self.overfit):
             if tool is not None:
                 trainer.step_hooks.append(tool)

@@ -104,7 +104,9 @@ def _scalar(v: Any) -> Any:
     return str(v)
 
 
-def write_env(run_dir: Path, device: torch.device) -> None:
+def write_env(run_dir: Path, device: torch.device, processes: Mapping[str, Any] | None = None) -> None:
+    """env.json: versions, machine, command; `processes`: the run's processes (world_size, ...;
+    distributed.describe())."""
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {}
@@ -145,7 +147,9 @@ def write_env(run_dir: Path, device: torch.device) -> None:
         "argv": sys.argv,
         "pid": os.getpid(),
         "started_unix": time.time(),
+        "world_size": 1,
     }
+    env.update(processes or {})
     save_json(env, run_dir / "env.json")
 
 

@@ -27,6 +27,7 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("trainer.limit_val_batches", _batch_limit, _BATCH_LIMIT),
     ("trainer.limit_test_batches", _batch_limit, _BATCH_LIMIT),
     ("trainer.overfit_batches", lambda v: v >= 0, "an integer >= 0 (0 = off)"),
+    ("trainer.devices", lambda v: v >= 1, "an integer >= 1 (processes on this machine, one per device)"),
     ("optimizer.lr", lambda v: v > 0, "a number > 0"),
     ("optimizer.momentum", lambda v: 0 <= v < 1, "a number in [0, 1)"),
     ("optimizer.betas", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
@@ -107,6 +108,10 @@ _OPTION_RANGES.update(
         "val_fraction": (lambda v: 0 < v < 1, "a number in (0, 1)"),
         "test_fraction": (lambda v: 0 < v < 1, "a number in (0, 1)"),
         "vocab": (lambda v: v >= 2, "an integer >= 2"),
+        "num_classes": (lambda v: v >= 2, "an integer >= 2"),
+        "noise": (lambda v: v >= 0, "a number >= 0"),
+        "workers": (lambda v: v >= 0, "an integer >= 0 (0 = decode in the training process)"),
+        "memory_budget_mb": (lambda v: v > 0, "a number of MB > 0"),
         "layout": (
             lambda v: len(v) >= 1 and all(i == "M" or (isinstance(i, int) and i >= 1) for i in v),
             "a non-empty list of integers >= 1 and M (max-pool)",

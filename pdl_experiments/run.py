@@ -16,9 +16,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from . import compat, hpo
+from . import compat, distributed, hpo
 from .config import ConfigError, typed
 from .context import RunContext, load_resume
+from .data import as_float
 from .outputs import (
     finished_metrics,
     headline,
@@ -44,7 +45,17 @@ def run(
     """
     threads = torch.get_num_threads()
     try:
-        return _run(cfg, run_dir, stop_file)
+        metrics = _run(cfg, run_dir, stop_file)
+    except BaseException as e:
+        failed = distributed.shutdown(e)  # under DDP: no process outlives the run
+        if failed is not None:  # another rank failed first: its error is the run's
+            raise failed from e
+        raise
+    else:
+        failed = distributed.shutdown()
+        if failed is not None:
+            raise failed
+        return metrics
     finally:
         # trainer.num_threads is torch's process-wide setting: give it back, so the next job
         # of a sweep in this process (or the caller of run()) gets its own choice.
@@ -62,42 +73,48 @@ def _run(cfg: DictConfig, run_dir: str | Path | None, stop_file: Path | None) ->
     if cfg.trainer.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     device = resolve_device(cfg.trainer.device)
-    if str(cfg.trainer.resume) == "auto":  # this run's own directory: done, resumable or new
-        done = finished_metrics(run_dir)
-        if done is not None:
-            log.info("run dir %s: finished before, not rerun (trainer.resume=auto)", run_dir)
-            print_summary(cfg, run_dir, done)
-            return done
-        last = run_dir / "checkpoints" / "last.pt"
-        resume = load_resume(cfg, str(last)) if last.is_file() else None
-    else:
-        resume = load_resume(cfg, str(cfg.trainer.resume)) if cfg.trainer.resume else None
-
     technique = importlib.import_module(f"pdl_experiments.techniques.{cfg.technique}")
-    # What goes with what, and the model's and loader's own options: before anything is built.
+    # What goes with what, and the model's and loader's own options: before anything is built
+    # (or another process started).
     compat.check(cfg, technique, _choices(), _command_line_groups())
     for group in (
         ("model", "dataset") if getattr(technique, "NEEDS", {}).get("model", ()) is not None else ("dataset",)
     ):
         compat.check_options(cfg[group], group)
+    # trainer.devices=N, torchrun, SLURM: this process's rank, rank 0's run dir, its device.
+    run_dir, device = distributed.setup(cfg, run_dir, device, stop_file)
+    done, resume = distributed.from_main(lambda: _resume_state(cfg, run_dir))
+    if done is not None:
+        if distributed.is_main():
+            log.info("run dir %s: finished before, not rerun (trainer.resume=auto)", run_dir)
+            print_summary(cfg, run_dir, done)
+        return done
+
     seed_everything(int(cfg.seed))
     from hydra.utils import instantiate
 
-    data = instantiate(cfg.dataset, _convert_="all").to(device)
+    with distributed.main_first():  # a download happens once
+        data = instantiate(cfg.dataset, _convert_="all").to(device)
     # Resumed, the event file purges what the interrupted run logged after its checkpoint,
-    # so TensorBoard never draws two overlapping histories.
-    logger = RunLogger(
-        run_dir,
-        purge_step=resume["loop"]["global_step"] if resume is not None else None,
-        settings=cfg.logger,  # the backends of the `logger` group
-        params=hparams(cfg),
+    # so TensorBoard never draws two overlapping histories. Under DDP rank 0 alone logs.
+    logger = (
+        RunLogger(
+            run_dir,
+            purge_step=resume["loop"]["global_step"] if resume is not None else None,
+            settings=cfg.logger,  # the backends of the `logger` group
+            params=hparams(cfg),
+        )
+        if distributed.is_main()
+        else None
     )
     ctx = RunContext(cfg, run_dir, data, device, logger, resume, stop_file)
-    trial_hook = hpo.epoch_hook()  # a trial of an Optuna sweep: report each epoch, stop if pruned
+    # A trial of an Optuna sweep: report each epoch, stop if pruned (rank 0's hook stops all).
+    trial_hook = hpo.epoch_hook() if distributed.is_main() else None
     if trial_hook is not None:
         ctx.trainer.epoch_hooks.append(trial_hook)
-    write_env(run_dir, device)
-    logger.text("config", "```\n" + ctx.state.config_yaml + "\n```")
+    if logger is not None:
+        write_env(run_dir, device, distributed.describe())
+        logger.text("config", "```\n" + ctx.state.config_yaml + "\n```")
     log.info("run dir: %s", run_dir)
     log.info(
         "technique=%s model=%s dataset=%s device=%s  %s",
@@ -107,8 +124,8 @@ def _run(cfg: DictConfig, run_dir: str | Path | None, stop_file: Path | None) ->
         device,
         " ".join(f"{k}={v}" for k, v in ctx.data.sizes().items()),  # after trainer.limit_*_batches
     )
-    if ctx.augment is not None and cfg.augmentation.grid:
-        x = data.train[0][:32]
+    if ctx.augment is not None and cfg.augmentation.grid and logger is not None:
+        x = as_float(data.train[0][:32])  # the training split may be uint8 (or streamed)
         ctx.log_images("augmentation/original", x)
         # The preview draws from the global RNG: on a forked state, so it changes nothing of
         # the run (the same initial weights with the grid on or off).
@@ -121,19 +138,34 @@ def _run(cfg: DictConfig, run_dir: str | Path | None, stop_file: Path | None) ->
         metrics.update(ctx.debug.metrics())  # the overfit check's verdict, the profile (debug.py)
     finally:
         ctx.debug.close()
-        logger.flush()
+        if logger is not None:
+            logger.flush()
     metrics.setdefault("train/time_s", ctx.train_time_s)
     metrics["run/wall_s"] = time.perf_counter() - t_start
     started = process_start_time()
     if ctx.first_step_at is not None and started is not None:
         metrics["run/time_to_first_step_s"] = ctx.first_step_at - started
     metrics = {k: float(v) for k, v in metrics.items()}
+    if logger is None:  # not rank 0: it writes
+        return metrics
     save_json(metrics, run_dir / "metrics.json")
     final = {k: v for k, v in metrics.items() if is_final(k)}
     logger.hparams(hparams(cfg), headline(metrics, cfg.technique), step=ctx.global_step, final=final)
     logger.close()
     print_summary(cfg, run_dir, metrics)
     return metrics
+
+
+def _resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, float] | None, dict | None]:
+    """(metrics of a run that finished in run_dir before, None), or (None, the checkpoint to
+    resume from, or None for a fresh start)."""
+    if str(cfg.trainer.resume) == "auto":  # this run's own directory: done, resumable or new
+        done = finished_metrics(run_dir)
+        if done is not None:
+            return done, None
+        last = run_dir / "checkpoints" / "last.pt"
+        return None, load_resume(cfg, str(last)) if last.is_file() else None
+    return None, load_resume(cfg, str(cfg.trainer.resume)) if cfg.trainer.resume else None
 
 
 def resolve_device(name: str) -> torch.device:

@@ -12,6 +12,12 @@
 5. pruning: dense vs filter-pruned CNN latency at batch 1 and 256
 6. each technique: wall time and peak resident memory (RSS) of a run
 7. CUDA (when available): the overhead ratio with bf16 autocast, samples/s
+8. ddp: samples/s of trainer.devices=2 vs 1 on a CIFAR-shaped ResNet, one thread per
+   process on the CPU (and on two GPUs when there are), and the scaling efficiency
+9. cifar (cifar_cuda on CUDA): CIFAR-shaped data, 50k images uint8 in memory: batched vs
+   per-image augmentation, the trainer vs a bare loop, epochs with and without augmentation,
+   epoch time at 1k/4k/16k/50k images
+10. stream: a folder of 3,000 64x64 PNGs trained in memory vs streamed: peak RSS
 """
 
 from __future__ import annotations
@@ -274,6 +280,267 @@ def bench_techniques(tmp: Path, full: bool) -> None:
         record(sec, f"{label}: peak RSS", rss, "MiB")
 
 
+DDP_RUN = [
+    "model=resnet",  # CIFAR-style: 3 stages of basic blocks, width 16
+    "dataset=synthetic",
+    "dataset.shape=cifar10",  # 3x32x32
+    "dataset.n_train=4096",
+    "dataset.n_val=256",
+    "dataset.n_test=256",
+    "trainer.max_epochs=3",
+    "trainer.batch_size=128",  # the global batch: 64 per process at trainer.devices=2
+    "trainer.progress=none",
+    "bn.diagnostics=false",
+    "augmentation.grid=false",
+    "logger=csv",
+]
+
+
+def _ddp_samples_per_s(tmp: Path, name: str, overrides: list[str]) -> float:
+    """Median train/samples_per_s (all processes together) of the epochs after the first."""
+    import csv
+
+    run_dir = tmp / name
+    p = subprocess.run(
+        PDL + [*DDP_RUN, *overrides, f"hydra.run.dir={run_dir}"], cwd=tmp, capture_output=True, text=True
+    )
+    if p.returncode != 0:
+        raise RuntimeError(f"{name} failed: {p.stderr.strip().splitlines()[-1:]}")
+    with (run_dir / "metrics.csv").open() as f:
+        rates = [float(r["train/samples_per_s"]) for r in csv.DictReader(f) if r.get("train/samples_per_s")]
+    return statistics.median(rates[1:] or rates)
+
+
+def bench_ddp(tmp: Path) -> None:
+    """trainer.devices=2 vs 1, the same global batch; efficiency = 2-proc / (2 x 1-proc)."""
+    import torch
+
+    sec = "8. ddp (trainer.devices, CIFAR-shaped ResNet)"
+    load = os.getloadavg()[0]
+    cpu = ["trainer.num_threads=1", "trainer.device=cpu"]
+    one = _ddp_samples_per_s(tmp, "ddp1", ["trainer.devices=1", *cpu])
+    two = _ddp_samples_per_s(tmp, "ddp2", ["trainer.devices=2", *cpu])
+    record(sec, "CPU, 1 process, 1 thread: samples/s", one, "samples/s")
+    record(sec, "CPU, 2 processes (gloo), 1 thread each: samples/s", two, "samples/s")
+    record(sec, "CPU scaling efficiency (2-proc / 2 x 1-proc)", two / (2 * one), "", ">= 0.7")
+    record(sec, "load average before / after", load, f"/ {os.getloadavg()[0]:.2f} (1 min)", "both cores free")
+    if torch.cuda.device_count() >= 2:
+        one = _ddp_samples_per_s(tmp, "ddp1_cuda", ["trainer.devices=1", "trainer.device=cuda"])
+        two = _ddp_samples_per_s(tmp, "ddp2_cuda", ["trainer.devices=2", "trainer.device=cuda"])
+        record(sec, "CUDA, 1 GPU: samples/s", one, "samples/s")
+        record(sec, "CUDA, 2 GPUs (NCCL): samples/s", two, "samples/s")
+        record(sec, "CUDA scaling efficiency", two / (2 * one), "")
+    else:
+        record(sec, "CUDA", float("nan"), f"skipped: {torch.cuda.device_count()} GPU(s), 2 needed")
+
+
+# -- 9. CIFAR shape, 10. image folder streamed (issue #18) --------------------------------------
+# The zoo's ResNet on the CPU shrunk to width 8 and one block per stage, so the section stays
+# within ~4 minutes on 2 cores; on CUDA its defaults (width 16, two blocks per stage).
+CIFAR_MODEL = {"cpu": ["model.width=8", "model.blocks_per_stage=[1,1,1]"], "cuda": []}
+CIFAR_SIZES = (1000, 4000, 16000, 50000)
+
+
+def _cifar_cfg(device: str, augmentation: str = "none", extra: tuple[str, ...] = ()):
+    return compose(
+        [
+            "model=resnet",
+            *CIFAR_MODEL[device],
+            f"augmentation={augmentation}",
+            "augmentation.grid=false",
+            "trainer.batch_size=256",
+            "trainer.max_epochs=1",
+            "trainer.progress=none",
+            f"trainer.device={device}",
+            "bn.diagnostics=false",
+            *extra,
+        ]
+    )
+
+
+def bench_cifar(device: str = "cpu", repeats: int = 5, rounds: int = 3) -> None:
+    """CIFAR-shaped data (synthetic cifar10, 50k training images, uint8 in memory): the batched
+    augmentation vs the per-image loop; the trainer vs a bare loop over the same tensors; an
+    epoch with augmentation=color vs without; epoch time at 1k / 4k / 16k / 50k images."""
+    import torch
+    import torch.nn.functional as F
+    from hydra.utils import instantiate
+
+    from pdl_experiments.context import RunContext
+    from pdl_experiments.data import DataSplits, TensorLoader, as_float
+    from pdl_experiments.data.augment import build_augmentation, build_per_image_augmentation
+    from pdl_experiments.data.synthetic import load_synthetic
+    from pdl_experiments.techniques.base import ClassificationTask, classification_metrics
+    from pdl_experiments.training.logger import RunLogger
+
+    model = "ResNet width 8, 1 block/stage" if device == "cpu" else "ResNet width 16, 2 blocks/stage"
+    sec = f"9. CIFAR shape ({device}; synthetic cifar10, {model}, batch 256)"
+    if device == "cuda" and not torch.cuda.is_available():
+        record(sec, "skipped", float("nan"), "no CUDA device on this machine")
+        return
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    load = os.getloadavg()[0]
+    full = load_synthetic("cifar10", n_train=max(CIFAR_SIZES), n_val=1000, n_test=1000)
+    x_all = full.train[0]
+    record(sec, "training split in memory, 50k images (uint8)", x_all.nbytes / 2**20, "MiB", "~150")
+    record(sec, "the same as float32 (before)", x_all.numel() * 4 / 2**20, "MiB")
+    full = full.to(dev)
+
+    # 1. augmentation=color (all five operations) at batch 256: images/s
+    aug_cfg = _cifar_cfg(device, "color").augmentation
+    new = build_augmentation(aug_cfg, (3, 32, 32))
+    old = build_per_image_augmentation(aug_cfg, (3, 32, 32))
+    assert new is not None and old is not None
+    xb = as_float(full.train[0][:256])
+
+    def rate(fn, n: int) -> float:
+        sync()
+        t0 = time.perf_counter()
+        for i in range(n):
+            fn(xb, torch.Generator().manual_seed(i))
+        sync()
+        return 256 * n / (time.perf_counter() - t0)
+
+    rate(new, 2), rate(old, 1)  # warm-up
+    batched, per_image = [], []
+    for _ in range(repeats):  # interleaved
+        batched.append(rate(new, 10))
+        per_image.append(rate(old, 1))
+    b, p = statistics.median(batched), statistics.median(per_image)
+    record(sec, "augmentation: per-image torchvision loop (before)", p, "images/s")
+    record(sec, "augmentation: batched (affine grid + per-image factors)", b, "images/s")
+    record(sec, "augmentation: batched / per-image", b / p, "x", ">= 20")
+
+    # 2. one epoch of n images: the trainer (with / without augmentation) vs a bare loop
+    def subset(n: int) -> DataSplits:
+        return DataSplits((full.train[0][:n], full.train[1][:n]), full.val, full.test, full.info)
+
+    plain_cfg = _cifar_cfg(device)
+
+    def bare(n: int) -> float:
+        data = subset(n)
+        torch.manual_seed(0)
+        ctx = RunContext(plain_cfg, Path(tempfile.mkdtemp()), data, dev, None)
+        net = ctx.build_model()
+        opt = instantiate(plain_cfg.optimizer)(net.parameters())
+        x, y = data.train
+        g = torch.Generator().manual_seed(1)
+        val = TensorLoader(*data.val, 1024)
+        amp = dev.type == "cuda"
+        sync()
+        t0 = time.perf_counter()
+        net.train()
+        perm = torch.randperm(n, generator=g).to(dev)
+        for i in range(0, n, 256):
+            idx = perm[i : i + 256]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                loss = F.cross_entropy(net(x[idx].float().div_(255)), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            classification_metrics(net, val)
+        sync()
+        return time.perf_counter() - t0
+
+    def trainer(n: int, augmentation: str = "none", extra: tuple[str, ...] = ()) -> tuple[float, float]:
+        """(wall of the fit: training, validation, checkpoints; its training time alone)"""
+        cfg = _cifar_cfg(device, augmentation, extra)
+        torch.manual_seed(0)
+        run_dir = Path(tempfile.mkdtemp())
+        logger = RunLogger(run_dir)
+        ctx = RunContext(cfg, run_dir, subset(n), dev, logger)
+        task = ClassificationTask(ctx.build_model())
+        sync()
+        t0 = time.perf_counter()
+        result = ctx.fit(task)
+        sync()
+        wall = time.perf_counter() - t0
+        logger.close()
+        return wall, result.time_s
+
+    n = 4000
+    bare(1024), trainer(1024), trainer(1024, "color")  # warm-up
+    bares, walls, plain_s, aug_s = [], [], [], []
+    for _ in range(repeats):
+        bares.append(bare(n))
+        w, t = trainer(n)
+        walls.append(w)
+        plain_s.append(t)
+        aug_s.append(trainer(n, "color")[1])
+    m, t = statistics.median(bares), statistics.median(walls)
+    record(sec, f"bare loop, {n} images (1 epoch + val)", m, "s")
+    record(sec, f"pdl trainer, {n} images (1 epoch + val, checkpoints, TensorBoard)", t, "s")
+    record(sec, "trainer / bare loop", t / m, "x", "<= 1.05")
+    pa, au = statistics.median(plain_s), statistics.median(aug_s)
+    record(sec, f"epoch of {n} images, augmentation=none", pa, "s")
+    record(sec, f"epoch of {n} images, augmentation=color", au, "s")
+    record(sec, "epoch augmented / un-augmented", au / pa, "x", "<= 1.08")
+
+    # 3. epoch time against the number of images (training time of one epoch)
+    times: dict[int, list[float]] = {s: [] for s in CIFAR_SIZES}
+    for _ in range(rounds):
+        for s in CIFAR_SIZES:
+            times[s].append(trainer(s)[1])
+    for s in CIFAR_SIZES:
+        e = statistics.median(times[s])
+        record(sec, f"epoch of {s} images", e, "s")
+        record(sec, f"samples/s at {s} images", s / e, "samples/s")
+    lin = statistics.median(times[50000]) / (12.5 * statistics.median(times[4000]))
+    record(sec, "epoch(50k) / (12.5 x epoch(4k))", lin, "x", "<= 1.1")
+    if dev.type == "cuda":
+        for label, extra in (("channels_last", ("trainer.channels_last=true",)),):
+            e = trainer(16000, extra=extra)[1]
+            record(sec, f"samples/s at 16000 images, trainer.{label}=true", 16000 / e, "samples/s")
+    record(sec, "load average before / after", load, f"/ {os.getloadavg()[0]:.2f} (1 min)", "2 cores")
+
+
+def bench_stream(tmp: Path, n_images: int = 3000) -> None:
+    """A folder of 64x64 PNGs trained in memory vs streamed (dataset.in_memory=false): peak RSS."""
+    from PIL import Image
+
+    from pdl_experiments.data.synthetic import load_synthetic
+
+    sec = f"10. image folder, {n_images} 64x64 PNGs: in memory vs streamed"
+    root = tmp / "folder"
+    data = load_synthetic("imagenet64", n_train=n_images, n_val=2, n_test=2)
+    for i, (img, label) in enumerate(zip(data.train[0], data.train[1].tolist(), strict=True)):
+        (root / f"class{label}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(root / f"class{label}" / f"{i}.png")
+    common = [
+        "dataset=image_folder",
+        f"dataset.root={root}",
+        "dataset.image_size=64",
+        "model=cnn",
+        "trainer.max_epochs=1",
+        "trainer.eval_batch_size=128",  # activations at 1024 x 64x64 would dwarf the data
+        "trainer.device=cpu",
+        "trainer.progress=none",
+        "bn.diagnostics=false",
+        "augmentation=color",
+        "augmentation.grid=false",
+        "logger=csv",
+    ]
+    # glibc's mmap threshold fixed: freed buffers go back to the OS at once, so peak RSS is the
+    # peak of live memory (with the dynamic threshold it varied by ~60 MB from run to run).
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    rss = {}
+    for label, value in (("in memory", "true"), ("streamed, 2 workers", "false")):
+        run_dir = tmp / f"folder_{value}"
+        cmd = PDL + [*common, f"dataset.in_memory={value}", f"hydra.run.dir={run_dir}"]
+        wall, rss[value], err = child_peak_rss(cmd, tmp, env)
+        if err:
+            record(sec, f"{label}: FAILED", float("nan"), err.strip().splitlines()[-1][:80])
+            return
+        acc = json.loads((run_dir / "metrics.json").read_text())["test/acc"]
+        record(sec, f"{label}: wall", wall, "s")
+        record(sec, f"{label}: peak RSS", rss[value], "MiB")
+        record(sec, f"{label}: test/acc after 1 epoch", acc, "")
+    record(sec, "peak RSS streamed / in memory", rss["false"] / rss["true"], "x", "< 1")
+
+
 def bench_cuda() -> None:
     import torch
 
@@ -342,14 +609,29 @@ def markdown_table(wall_s: float) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
-        "--only", nargs="*", default=None, help="overhead startup default data pruning techniques cuda"
+        "--only",
+        nargs="*",
+        default=None,
+        help="overhead startup default data pruning techniques cuda ddp cifar cifar_cuda stream",
     )
     p.add_argument("--full-techniques", action="store_true", help="full default run per technique")
     p.add_argument("--out", default=str(REPO / "outputs" / "bench.json"))
     p.add_argument("--md", default=None, help="also write the table as Markdown to this file")
     args = p.parse_args()
     os.environ.setdefault("PYTHONPATH", str(REPO))
-    parts = args.only or ["overhead", "startup", "default", "data", "pruning", "techniques", "cuda"]
+    parts = args.only or [
+        "overhead",
+        "startup",
+        "default",
+        "data",
+        "pruning",
+        "techniques",
+        "cuda",
+        "ddp",
+        "cifar",
+        "cifar_cuda",
+        "stream",
+    ]
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -361,6 +643,10 @@ def main() -> None:
             "pruning": bench_pruning,
             "techniques": lambda: bench_techniques(tmp, args.full_techniques),
             "cuda": bench_cuda,
+            "ddp": lambda: bench_ddp(tmp),
+            "cifar": lambda: bench_cifar("cpu"),
+            "cifar_cuda": lambda: bench_cifar("cuda"),
+            "stream": lambda: bench_stream(tmp),
         }
         for part in parts:
             print(f"[bench] {part} ...", flush=True)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # GPU check: every technique for one short epoch on CUDA, then the benchmark's CPU and CUDA
-# overhead and data-path figures; under 5 minutes on one H100/H200.
+# overhead and data-path figures and its CIFAR-shaped section on CUDA (cifar_cuda: batched
+# augmentation, trainer vs bare loop, samples/s at 1k-50k images, channels_last); under 5
+# minutes on one H100/H200.
 #
 # Meant for a GPU box that has torch (and tensorboard, rich, scikit-learn, matplotlib) but no
 # package index: Hydra, OmegaConf, ANTLR's runtime and Torch-Pruning travel as wheels in .whl/
@@ -48,5 +50,15 @@ for line in "${quick[@]}"; do
     | tee -a "$log"
   [ $s = ok ] || tail -5 "$runs/$t.log" | tee -a "$log"
 done
-python3 scripts/bench.py --only overhead cuda data --out "$report/bench.json" --md "$report/bench.md" 2>&1 | tee -a "$log"
+python3 scripts/bench.py --only overhead cuda data cifar_cuda --out "$report/bench.json" --md "$report/bench.md" 2>&1 | tee -a "$log"
+# DDP (trainer.devices=2, NCCL): only where there are two GPUs to give it.
+gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")
+if [ "$gpus" -ge 2 ]; then
+  if python3 -m pdl_experiments.cli trainer.devices=2 trainer.device=cuda trainer.progress=none trainer.max_epochs=3 \
+      "hydra.run.dir=$runs/ddp" > "$runs/ddp.log" 2>&1; then s=ok; else s=FAILED; failed=1; fi
+  echo "ddp (2 GPUs) $s: $(python3 -c "import json; print(json.load(open('$runs/ddp/env.json'))['world_size'])" 2>/dev/null) processes" | tee -a "$log"
+  python3 scripts/bench.py --only ddp --out "$report/bench_ddp.json" --md "$report/bench_ddp.md" 2>&1 | tee -a "$log"
+else
+  echo "ddp: skipped ($gpus GPU; trainer.devices=2 on CUDA needs 2)" | tee -a "$log"
+fi
 exit $failed

@@ -141,7 +141,7 @@ def test_every_ranged_option_refuses_out_of_range_values(key, value):
 def _numeric_options():
     import yaml
 
-    for group, names in (("model", MODELS), ("dataset", DATASETS + ["copy", "sort"])):
+    for group, names in (("model", MODELS), ("dataset", DATASETS + ["copy", "sort", "synthetic"])):
         for name in names:
             data = yaml.safe_load((REPO / "configs" / group / f"{name}.yaml").read_text())
             for key, value in data.items():

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from pdl_experiments.data import DataError, DataSplits, vision
+from pdl_experiments.data import DataError, DataSplits, as_float, vision
 from pdl_experiments.data.digits import load_digits
 from pdl_experiments.data.image_folder import load_image_folder
 from pdl_experiments.data.vision import load_vision
@@ -143,7 +143,10 @@ def write_svhn(root, seed: int = 0) -> str:
 
 
 def check_splits(s: DataSplits, shape: tuple, n_train_total: int, n_test: int) -> None:
-    for x, y in (s.train, s.val, s.test):
+    # The training split stays uint8 in memory (the loaders convert each batch); val and test
+    # are float in [0, 1].
+    assert s.train[0].dtype == torch.uint8
+    for x, y in ((as_float(s.train[0]), s.train[1]), s.val, s.test):
         assert x.dtype == torch.float32 and y.dtype == torch.long
         assert tuple(x.shape[1:]) == shape and len(x) == len(y)
         if len(x):

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from .augment import batch_generator, epoch_key
+
 
 class DataError(RuntimeError):
     """A dataset that cannot be loaded; its message says where we looked and what to do."""
@@ -47,10 +49,37 @@ class DataSplits:
         return {k: len(getattr(self, k)[1]) for k in ("train", "val", "test")}
 
 
+def as_float(x: Any) -> torch.Tensor:
+    """Images as float32 in [0, 1]: uint8 pixels (the image sets' training split) divided by
+    255, a streamed split (image_folder with in_memory=false) decoded; float ones as they are.
+
+    Every place that feeds images to a model without a loader (a technique's probe batch, an
+    attack, a sample grid) goes through it.
+    """
+    if not isinstance(x, torch.Tensor):
+        x = x.load()  # a streamed split (data/image_folder.py's FolderImages): decode it
+    if x.dtype == torch.uint8:
+        return x.to(torch.float32).div_(255.0)
+    return x
+
+
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of an image tensor (N, C, H, W)."""
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    """Per-channel mean and std of an image tensor (N, C, H, W); of uint8 pixels in [0, 1]
+    units, a chunk at a time (no float copy of the whole split)."""
+    if x.dtype != torch.uint8:
+        mean = x.mean(dim=(0, 2, 3))
+        std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+        return tuple(mean.tolist()), tuple(std.tolist())
+    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    squares = torch.zeros_like(total)
+    for chunk in torch.split(x, 4096):
+        c = chunk.to(torch.float64).div_(255.0)
+        total += c.sum(dim=(0, 2, 3))
+        squares += c.square().sum(dim=(0, 2, 3))
+    n = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / n
+    var = (squares - n * mean.square()) / max(n - 1, 1)  # unbiased, as Tensor.std
+    std = var.clamp_min(0).sqrt().clamp_min(1e-6)
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
@@ -89,10 +118,16 @@ def take_subset(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int):
 
 
 class TensorLoader:
-    """Batches from tensors already in memory (and on the device): no workers, no collate.
+    """Batches from tensors already in memory (and on the device): no workers, no collate
+    (a streamed image folder's split, `image_folder.FolderImages`, decodes in workers of its
+    own). uint8 images come out as float in [0, 1]; `transform(batch, generator)` augments.
 
     Shuffling uses its own generator so the trainer can save and restore the exact order
     of an epoch (resume mid-epoch), independent of any other random draw.
+
+    Under DDP (`world_size` > 1) every rank draws the same order and takes the `rank`-th
+    slice of each global batch of `batch_size`; a last batch too small to give every rank a
+    sample is dropped, so all ranks step together.
     """
 
     def __init__(
@@ -102,35 +137,54 @@ class TensorLoader:
         batch_size: int,
         shuffle: bool = False,
         generator: torch.Generator | None = None,
-        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        # (batch, its generator) -> augmented batch: data/augment.py's BatchAugment
+        transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator
         self.transform = transform
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
-        return -(-len(self.y) // self.batch_size)
+        full, tail = divmod(len(self.y), self.batch_size)
+        return full + (tail >= self.world_size)  # one process: every batch, the last one partial
+
+    def _share(self, b: int) -> tuple[int, int]:
+        """This rank's [start, end) in the epoch's order of global batch b (torch.tensor_split's cut)."""
+        start = b * self.batch_size
+        size = min(self.batch_size, len(self.y) - start)
+        if self.world_size == 1:
+            return start, start + size
+        each, extra = divmod(size, self.world_size)
+        lo = start + self.rank * each + min(self.rank, extra)
+        return lo, lo + each + (self.rank < extra)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.iter_from(0)
 
     def iter_from(self, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Iterate the epoch's batches, skipping the first start_batch (for resume)."""
-        n, bs = len(self.y), self.batch_size
         order = None
         if self.shuffle:
-            order = torch.randperm(n, generator=self.generator).to(self.x.device)
-        for b in range(start_batch, len(self)):
-            if order is None:
-                xb, yb = self.x[b * bs : (b + 1) * bs], self.y[b * bs : (b + 1) * bs]
-            else:
-                idx = order[b * bs : (b + 1) * bs]
-                xb, yb = self.x[idx], self.y[idx]
+            order = torch.randperm(len(self.y), generator=self.generator).to(self.x.device)
+        # Augmented: one more draw of the generator, the epoch's key; a batch's random
+        # parameters are a function of (key, batch, rank), so a resume replays them exactly.
+        key = epoch_key(self.generator) if self.transform is not None else 0
+        batches = range(start_batch, len(self))
+        rows = [slice(*self._share(b)) if order is None else order[slice(*self._share(b))] for b in batches]
+        # uint8 images become float in [0, 1] here, per batch; a streamed image folder
+        # (data/image_folder.py) decodes its batches ahead, in DataLoader workers.
+        stream = getattr(self.x, "batches", None)
+        xs = stream(rows) if stream is not None else (self.x[r] for r in rows)
+        for b, r, xb in zip(batches, rows, xs, strict=True):
+            xb = as_float(xb)
             if self.transform is not None:
-                xb = self.transform(xb)
-            yield xb, yb
+                xb = self.transform(xb, batch_generator(key, b, self.rank))
+            yield xb, self.y[r]
 
 
 # -- batch limits (trainer.limit_*_batches, trainer.overfit_batches; configs/debug/) ----------

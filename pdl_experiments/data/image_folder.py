@@ -1,20 +1,29 @@
 """Your own images: root/<class name>/<image files>, resized and split train/val/test.
 
-Every image is decoded once, resized to image_size x image_size (aspect ratio is not
-kept: the models expect square inputs) and kept in memory as uint8 until the split is
-known, so each split is converted to float only once.
+Every image is resized to image_size x image_size (aspect ratio is not kept: the models
+expect square inputs). In memory (the default while the decoded images fit
+`memory_budget_mb`): each image is decoded once, the training split kept as uint8, val and
+test as float (vision.assemble_splits). Streamed (`in_memory=false`, or automatically above
+the budget): nothing is decoded up front; each split is a `FolderImages`, whose batches
+DataLoader workers decode as the loaders ask for them (the same reader, so the same pixels),
+and the batched augmentation then runs on the device as for data in memory.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator, Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from ..compat import declare
-from . import DataError, DataSplits, stratified_split
+from . import DataError, DataInfo, DataSplits, channel_stats, stratified_split, take_subset
 from .vision import assemble_splits, check_fraction, one_line, resolve_root
+
+log = logging.getLogger("pdl_experiments")
 
 # Formats PIL reads everywhere (the same list as torchvision's ImageFolder, plus GIF).
 IMAGE_EXTENSIONS = (
@@ -89,7 +98,13 @@ def load_image_folder(
     test_fraction: float = 0.15,
     subset: int | None = None,
     seed: int = 0,
+    in_memory: bool | None = None,
+    memory_budget_mb: float = 2048.0,
+    workers: int = 2,
 ) -> DataSplits:
+    """in_memory: true decodes every image up front, false streams them; null (default):
+    in memory unless that would take more than memory_budget_mb (uint8 train, float32 val
+    and test). workers: DataLoader processes decoding a streamed split (0: this process)."""
     check_fraction("val_fraction", val_fraction)
     check_fraction("test_fraction", test_fraction)
     if val_fraction + test_fraction >= 1.0:
@@ -109,9 +124,27 @@ def load_image_folder(
         paths += found
         labels += [label] * len(found)
 
-    x = _read_all(paths, image_size, grayscale)
     y = torch.tensor(labels, dtype=torch.long)
     test_idx, val_idx, train_idx = stratified_split(y, (test_fraction, val_fraction), seed)
+    channels = 1 if grayscale else 3
+    pixels = len(paths) * channels * image_size**2
+    need_mb = pixels * (len(train_idx) + 4 * (len(val_idx) + len(test_idx))) / len(paths) / 2**20
+    if in_memory is None and need_mb > memory_budget_mb:
+        log.info(
+            "image folder: %d images would take %.0f MB in memory (dataset.memory_budget_mb=%g): "
+            "streaming them (dataset.in_memory=true keeps them in memory)",
+            len(paths),
+            need_mb,
+            memory_budget_mb,
+        )
+        in_memory = False
+    if in_memory is False:
+        if workers < 0:
+            raise DataError(f"dataset.workers={workers} must be >= 0 (0: decode in this process)")
+        images = FolderImages(paths, image_size, grayscale, workers)
+        return _streamed_splits(images, y, (train_idx, val_idx, test_idx), classes, subset, seed, root)
+
+    x = _read_all(paths, image_size, grayscale)
     return assemble_splits(
         "image_folder",
         train=(x[train_idx], y[train_idx]),
@@ -122,3 +155,140 @@ def load_image_folder(
         seed=seed,
         extra={"root": root},
     )
+
+
+# --------------------------------------------------------------------------------------
+# Streamed: decoded per batch, in DataLoader workers
+# --------------------------------------------------------------------------------------
+
+STATS_SAMPLE = 2048  # images of the training split decoded for the channel mean / std
+
+
+def _streamed_splits(
+    images: FolderImages,
+    y: torch.Tensor,
+    parts: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    classes: list[str],
+    subset: int | None,
+    seed: int,
+    root: str,
+) -> DataSplits:
+    train_idx, val_idx, test_idx = parts
+    # Stand-ins for uint8 tensors (what the project uses of them: see FolderImages).
+    x_train, y_train = take_subset(cast(torch.Tensor, images[train_idx]), y[train_idx], subset, seed)
+    step = max(1, len(y_train) // STATS_SAMPLE)
+    mean, std = channel_stats(cast(FolderImages, x_train[::step][:STATS_SAMPLE]).load())
+    info = DataInfo(
+        name="image_folder",
+        in_shape=tuple(x_train.shape[1:]),
+        num_classes=len(classes),
+        mean=mean,
+        std=std,
+        class_names=list(classes),
+        extra={"root": root, "streamed": True},
+    )
+    val = (cast(torch.Tensor, images[val_idx]), y[val_idx])
+    test = (cast(torch.Tensor, images[test_idx]), y[test_idx])
+    return DataSplits((x_train, y_train), val, test, info)
+
+
+class FolderImages:
+    """Images of an image folder, decoded when a batch is asked for: uint8 (N, C, S, S).
+
+    It stands in for a uint8 tensor where the project uses one: `len`, `shape`, `dtype`,
+    `device`, `.to(device)`, indexing with a slice or an index tensor (another FolderImages:
+    nothing is decoded) and with an int (one decoded image), `.load()` (every image, decoded:
+    `data.as_float` calls it). TensorLoader asks it for whole epochs of batches (`batches`):
+    `workers` DataLoader processes decode them ahead, in order, so memory holds only a few
+    batches at a time whatever the folder's size.
+    """
+
+    dtype = torch.uint8
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        image_size: int,
+        grayscale: bool,
+        workers: int = 2,
+        device: torch.device | str = "cpu",
+    ):
+        self.paths = list(paths)
+        self.image_size, self.grayscale, self.workers = image_size, grayscale, workers
+        self.device = torch.device(device)
+
+    @property
+    def shape(self) -> torch.Size:
+        s = self.image_size
+        return torch.Size((len(self.paths), 1 if self.grayscale else 3, s, s))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def dim(self) -> int:
+        return 4
+
+    def _like(self, paths: Sequence[str]) -> FolderImages:
+        return FolderImages(paths, self.image_size, self.grayscale, self.workers, self.device)
+
+    def to(self, device: torch.device | str, *args: Any, **kwargs: Any) -> FolderImages:
+        return FolderImages(self.paths, self.image_size, self.grayscale, self.workers, device)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, int):
+            return self._like([self.paths[index]]).load()[0]
+        return self._like([self.paths[i] for i in _positions(index, len(self.paths))])
+
+    def load(self) -> torch.Tensor:
+        """Every image, decoded here: uint8 (N, C, S, S) on the device."""
+        return _decode(self.paths, self.image_size, self.grayscale).to(self.device)
+
+    def batches(self, rows: Sequence[Any]) -> Iterator[torch.Tensor]:
+        """The decoded batches of `rows` (slices or index tensors), in order, on the device."""
+        plan = [[self.paths[i] for i in _positions(r, len(self.paths))] for r in rows]
+        if self.workers == 0 or len(plan) < 2:
+            for paths in plan:
+                yield _decode(paths, self.image_size, self.grayscale).to(self.device)
+            return
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(
+            _Decoded(plan, self.image_size, self.grayscale),
+            batch_size=None,  # each item is a whole batch
+            num_workers=min(self.workers, len(plan)),
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=2,
+        )
+        for xb in loader:
+            yield xb.to(self.device, non_blocking=True)
+
+    def __repr__(self) -> str:
+        return f"FolderImages({len(self)} images, {tuple(self.shape[1:])}, streamed)"
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """Item k: batch k of the plan, decoded (uint8 (B, C, S, S)); run in the workers."""
+
+    def __init__(self, plan: list[list[str]], image_size: int, grayscale: bool):
+        self.plan, self.image_size, self.grayscale = plan, image_size, grayscale
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        return _decode(self.plan[k], self.image_size, self.grayscale)
+
+
+def _decode(paths: Sequence[str], image_size: int, grayscale: bool) -> torch.Tensor:
+    return _read_all(list(paths), image_size, grayscale)
+
+
+def _positions(index: Any, n: int) -> list[int]:
+    """A slice, an index tensor or a list of ints -> the positions it selects."""
+    if isinstance(index, slice):
+        return list(range(n))[index]
+    if isinstance(index, torch.Tensor):
+        if index.dtype == torch.bool:
+            index = index.nonzero().flatten()
+        return [int(i) % n if n else int(i) for i in index.tolist()]
+    return [int(i) for i in index]

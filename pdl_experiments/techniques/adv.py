@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError
+from ..data import as_float
 from .attacks import ATTACKS, AttackSpec, attacked_predictions, perturb, predict
 from .base import ClassificationTask, Task, classification_metrics
 
@@ -388,7 +389,7 @@ def _success_figure(plt, success, eps_list, attack: str):
 def _examples_figure(plt, ctx, target, n: int):
     """Rows: clean, then each attack at adv.epsilon; titles: prediction (red when wrong)."""
     cfg = ctx.cfg.adv
-    x, y = (t[:n] for t in ctx.data.test)
+    x, y = as_float(ctx.data.test[0][:n]), ctx.data.test[1][:n]
     rows = [("clean", x)]
     for name in ATTACKS:
         gen = _generator(int(ctx.cfg.seed) + ATTACK_SEED_OFFSET, x.device)

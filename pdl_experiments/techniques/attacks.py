@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import as_float
+
 ATTACKS = ("grad", "fgsm", "pgd")
 
 
@@ -148,7 +150,7 @@ def perturb(
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with eval_mode(model):
-        return model(x).argmax(1)
+        return model(as_float(x)).argmax(1)
 
 
 def attacked_predictions(
@@ -168,6 +170,6 @@ def attacked_predictions(
     source = target if source is None else source
     preds = []
     for i in range(0, len(y), batch_size):
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        xb, yb = as_float(x[i : i + batch_size]), y[i : i + batch_size]
         preds.append(predict(target, perturb(source, xb, yb, spec, generator)))
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=y.device)

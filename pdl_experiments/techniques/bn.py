@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError
+from ..data import as_float
 from ..models.common import weight_layers
 from .base import ClassificationTask
 
@@ -46,7 +47,7 @@ def run(ctx) -> dict[str, float]:
     x, y = ctx.data.train
     g = torch.Generator().manual_seed(int(ctx.cfg.seed))
     idx = torch.randperm(len(y), generator=g)[: min(int(bn.probe_size), len(y))].to(y.device)
-    task = BNDiagnosticsTask(model, (x[idx], y[idx]), enabled=bool(bn.diagnostics))
+    task = BNDiagnosticsTask(model, (as_float(x[idx]), y[idx]), enabled=bool(bn.diagnostics))
     ctx.fit(task)
     metrics = ctx.classification_metrics(task, model)
     if task.enabled:

@@ -35,13 +35,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError
+from ..data import as_float
 from ..models import BatchNormSpec, build_model, count_params
 from ..models.gan import GAN
 from .base import ClassificationTask, Task, classification_metrics
 
 log = logging.getLogger("pdl_experiments")
 
-NEEDS = {"model": ("image_generator",), "data": ("image",)}  # models and data it works with (compat.py)
+NEEDS = {
+    "model": ("image_generator",),
+    "data": ("image",),
+    # trainer.devices > 1 is refused, saying why (compat.py)
+    "one_process": "steps its generator and discriminator with optimizers of their own, which "
+    "DistributedDataParallel (one backward per step) does not cover",
+}  # models and data it works with, and one process only (compat.py)
 
 # The judge: the zoo's SmallCNN with a 64-wide penultimate layer (the FID feature space),
 # always with batch norm so `bn.enabled=false` on the GAN does not change the ruler.
@@ -67,7 +74,7 @@ def run(ctx) -> dict[str, float]:
     ph = ctx.phase("classifier")
     judge = build_judge(ctx.data.info) if ph.done else obtain_judge(ctx, ph)
     task = GanTask(gan, judge, cfg.gan, seed).to(ctx.device)
-    test_x = ctx.data.test[0]
+    test_x = as_float(ctx.data.test[0])
 
     # 2. The min-max game, scored against the untrained generator.
     ph = ctx.phase("gan")
@@ -75,7 +82,7 @@ def run(ctx) -> dict[str, float]:
         untrained = task.sample(task.n_samples, TEST_NOISE)
         ph.record["fid_untrained"] = task.quality(test_x, untrained)["fid"]
         if ctx.logger is not None:
-            ctx.logger.image("gan/real", image_grid(ctx.data.train[0][:GRID]), 0)
+            ctx.logger.image("gan/real", image_grid(as_float(ctx.data.train[0][:GRID])), 0)
             ctx.logger.image("gan/samples", task.grid(), 0)  # epoch 0: the untrained G
     # Reseeded so the noise of training is the same whether the judge came from the cache.
     torch.manual_seed(seed)
@@ -87,8 +94,13 @@ def run(ctx) -> dict[str, float]:
     save_samples(ctx, task, samples)
     metrics["gan/fid_untrained"] = float(ph.record["fid_untrained"])
     metrics["gan/fid_ratio"] = metrics["gan/fid"] / max(metrics["gan/fid_untrained"], 1e-12)
-    # The floor: the same distance between two sets of real images (val vs test).
-    real_v, _ = judge_outputs(task.judge, ctx.data.val[0])
+    # The floor: the same distance from the test images to as many *real* images as the score
+    # has samples (the Frechet distance's bias depends on both set sizes, so a floor at other
+    # sizes would mislead): training images, a seeded draw without replacement.
+    real_x = as_float(ctx.data.train[0])
+    n_real = min(task.n_samples, len(real_x))
+    pick = torch.randperm(len(real_x), generator=torch.Generator().manual_seed(seed))[:n_real]
+    real_r, _ = judge_outputs(task.judge, real_x[pick.to(real_x.device)])
     real_t, _ = judge_outputs(task.judge, test_x)
     metrics["gan/fid_real"] = frechet_distance(real_t, real_v)
     metrics["gan/judge_test_acc"] = classification_metrics(task.judge, ctx.loader("test"))["acc"]
@@ -408,4 +420,4 @@ def load_model(cfg, data, ckpt: dict, norm: BatchNormSpec) -> GanTask:
 def evaluate_model(model: GanTask, data, cfg) -> dict[str, float]:
     """pdl-eval: the test FID and class shares again, on the same noise as the run."""
     fake = model.sample(model.n_samples, TEST_NOISE)
-    return {f"gan/{k}": v for k, v in model.quality(data.test[0], fake).items()}
+    return {f"gan/{k}": v for k, v in model.quality(as_float(data.test[0]), fake).items()}

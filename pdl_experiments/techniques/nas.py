@@ -48,7 +48,13 @@ from .base import ClassificationTask, Task, classification_metrics
 
 log = logging.getLogger("pdl_experiments")
 
-NEEDS = {"model": None, "data": ("image",)}  # builds its own network: no model group (compat.py)
+NEEDS = {
+    "model": None,  # builds its own network: no model group (compat.py)
+    "data": ("image",),
+    # trainer.devices > 1 is refused, saying why (compat.py)
+    "one_process": "steps the architecture and the weights with optimizers of their own (DARTS), "
+    "which DistributedDataParallel (one backward per step) does not cover",
+}
 # Headline metrics besides test/val acc and loss (outputs.headline: the HPARAMS columns).
 HEADLINE = ("nas/skip_count",)
 

@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn.utils import prune as tprune
 
 from ..config import ConfigError
+from ..data import as_float
 from ..loading import load_run, run_config
 from ..models import build_model
 from ..models.common import blocks_removed, removable_blocks, weight_layers
@@ -203,7 +204,7 @@ class WeightLevel(Level):
         model = task.model
         share = 1.0 - self.keep(k) / self.keep(k - 1)  # of the weights still unmasked
         params = [(m, "weight") for _, m in weight_layers(model)]
-        scale = bn_scales(model, self.ctx.data.train[0][:2]) if self.cfg.fold_bn else {}
+        scale = bn_scales(model, as_float(self.ctx.data.train[0][:2])) if self.cfg.fold_bn else {}
         scores = {
             (m, "weight"): _per_row(effective_weight(m).detach().abs(), scale.get(m)) for m, _ in params
         }
@@ -260,7 +261,7 @@ class FilterLevel(Level):
         importance = filter_criteria()[str(self.cfg.criterion)](model, self.ctx.loader(self.ctx.data.train))
         pruner = tp.pruner.BasePruner(
             model,
-            self.ctx.data.train[0][:2],
+            as_float(self.ctx.data.train[0][:2]),
             importance=importance,
             pruning_ratio=0.0,
             pruning_ratio_dict=ratios,

@@ -8,6 +8,7 @@ import math
 import torch
 from torch import nn
 
+from ..data import as_float
 from ..figures import block_scores_figure, sparsity_figure
 from ..measure import count_flops, count_nonzero, count_params, cpu_latency_ms
 from ..models.common import weight_layers
@@ -21,7 +22,7 @@ LATENCY_BATCH = 256
 def describe(ctx, task) -> dict[str, float]:
     """Accuracy, size and cost of the task's model as it stands."""
     model = task.model
-    x1 = ctx.data.test[0][:1]
+    x1 = as_float(ctx.data.test[0][:1])
     out = {
         "acc": ctx.evaluate(task, "test")["test/acc"],
         "val_acc": ctx.evaluate(task, "val")["val/acc"],
@@ -44,7 +45,7 @@ def report(
     model's (`after`) and each round's; `dense_model` (untrained is fine) times the dense
     architecture's latency."""
     after["ckpt_bytes"] = (ctx.run_dir / "checkpoints" / "best.pt").stat().st_size
-    x = ctx.data.test[0]
+    x = as_float(ctx.data.test[0][:LATENCY_BATCH])
     x = x.repeat(math.ceil(LATENCY_BATCH / len(x)), *([1] * (x.dim() - 1)))[:LATENCY_BATCH]  # (256, C, H, W)
     log.info(
         "measuring CPU latency at batch %d (%d repeats, %d threads)",

@@ -12,6 +12,7 @@ Tasks with several optimizers (GAN, DARTS) set `manual_optimization = True` and 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import signal
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from .. import distributed
+from . import speed
 from .checkpoint import FORMAT_VERSION, capture_rng, restore_rng, save_atomic
 from .progress import Progress
 
@@ -190,6 +193,7 @@ class Trainer:
         if ckpt is not None:  # e.g. pruned shapes: before the optimizers take the parameters
             task.restore_architecture(ckpt["task"])
         task.to(self.device)
+        speed.prepare(task, cfg)  # trainer.channels_last, trainer.compile (speed.py)
         self.optimizers = dict(task.configure_optimizers(self.make_optimizer))
         schedulers = {}
         if self.make_scheduler is not None:
@@ -217,7 +221,7 @@ class Trainer:
             st.update(ckpt["loop"])
             self.global_step = st["global_step"]
             best_state = ckpt.get("best_state")
-            restore_rng(ckpt["rng"])
+            restore_rng(distributed.own_rng(ckpt))
             log.info("resumed phase %r at epoch %d, batch %d", phase, st["epoch"], st["batch"])
             if ckpt.get("phase_complete"):
                 result.epochs, result.time_s = st["epoch"], st["elapsed"]
@@ -226,9 +230,13 @@ class Trainer:
                 self._finish_phase(task, phase, best_state, st, schedulers, result, save=False)
                 return result
 
+        # Under DDP the step goes through DistributedDataParallel, rebuilt every phase (a
+        # pruned architecture is a new set of parameters); one process: the task's own step.
+        step = distributed.wrap_step(task, self.optimizers, self.device, bool(getattr(cfg, "sync_bn", False)))
         gen = getattr(train_loader, "generator", None)
         n_batches = len(train_loader)
-        progress = Progress(str(cfg.progress), phase, max_epochs, n_batches)
+        bars = str(cfg.progress) if distributed.is_main() else "none"  # under DDP rank 0 shows it
+        progress = Progress(bars, phase, max_epochs, n_batches)
         last_save = time.monotonic()
         try:
             while st["epoch"] < max_epochs:
@@ -252,7 +260,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 for batch in train_loader.iter_from(st["batch"]):
                     with self.autocast():
-                        out = task.training_step(batch, self)
+                        out = step(batch, self)
                     loss = out["loss"]
                     if not task.manual_optimization:
                         self.optimize(loss)
@@ -276,12 +284,13 @@ class Trainer:
                     if self.logger is not None and st["global_step"] % self._log_every == 0:
                         self.logger.scalars({"train/loss_step": loss.item()}, st["global_step"])
                     progress.advance_batch()
-                    if self.state.should_stop():
+                    if distributed.agree_stop(self.state):  # under DDP: any rank's request, at the same step
                         st["elapsed"] += time.perf_counter() - t0
                         self._save_last(task, phase, st, schedulers, best_state, False)
                         raise Interrupted(self.state.stop_signal or signal.SIGTERM, phase, epoch)
                 if "loss" in outs:
                     self._check_finite(outs["loss"], checked, epoch, st["global_step"], phase)
+                distributed.sync_buffers(task)  # under DDP: rank 0's BN statistics on every rank
                 self._check_weights(task, epoch, st["global_step"], phase)
                 train_time = time.perf_counter() - t0
                 st["elapsed"] += train_time
@@ -298,7 +307,7 @@ class Trainer:
                     for k, v in outs.items()
                 }
                 logs["train/epoch_time_s"] = train_time
-                logs["train/samples_per_s"] = seen / max(train_time, 1e-9)
+                logs["train/samples_per_s"] = distributed.all_sum(seen) / max(train_time, 1e-9)
                 for n, o in self.optimizers.items():
                     key = "lr" if n == "default" else f"lr/{n}"
                     logs[key] = o.param_groups[0]["lr"]
@@ -306,6 +315,7 @@ class Trainer:
                     result.val = {f"val/{k}": v for k, v in self.evaluate(task, val_loader).items()}
                     logs.update(result.val)
                 logs.update(task.on_epoch_end(self, epoch) or {})
+                logs = distributed.broadcast(logs)  # under DDP every rank decides on rank 0's numbers
                 if self.logger is not None:
                     self.logger.scalars(logs, st["global_step"])
 
@@ -319,19 +329,19 @@ class Trainer:
                 shown = {k: logs[k] for k in ("train/loss", monitor) if k in logs}
                 progress.end_epoch(epoch, max_epochs, "  ".join(f"{k}={v:.4f}" for k, v in shown.items()))
                 try:
-                    for hook in self.epoch_hooks:
-                        hook(epoch, logs)
+                    # On rank 0 only under DDP; a StopRun reaches every rank.
+                    distributed.from_main(functools.partial(self._run_epoch_hooks, epoch, logs))
                 except StopRun as e:
                     self._save_last(task, phase, st, schedulers, best_state, False)
                     e.phase, e.epoch = phase, epoch
                     raise
 
-                if self.state.should_stop():
+                if distributed.agree_stop(self.state):
                     self._save_last(task, phase, st, schedulers, best_state, False)
                     raise Interrupted(self.state.stop_signal or signal.SIGTERM, phase, epoch)
                 if cfg.keep > 0:
                     self._save_snapshot(task, phase, st, schedulers, best_state)
-                if time.monotonic() - last_save > cfg.checkpoint_interval_s:
+                if distributed.broadcast(time.monotonic() - last_save > cfg.checkpoint_interval_s):
                     self._save_last(task, phase, st, schedulers, best_state, False)
                     last_save = time.monotonic()
                 if 0 < cfg.early_stopping_patience <= st["bad_epochs"]:
@@ -350,6 +360,10 @@ class Trainer:
         result.best_value, result.best_epoch = st["best"], st["best_epoch"]
         self._finish_phase(task, phase, best_state, st, schedulers, result, save=True)
         return result
+
+    def _run_epoch_hooks(self, epoch: int, logs: dict[str, float]) -> None:
+        for hook in self.epoch_hooks:
+            hook(epoch, logs)
 
     @staticmethod
     def _check_finite(losses: list, checked: int, epoch: int, step: int, phase: str) -> int:
@@ -395,9 +409,10 @@ class Trainer:
         if save:
             self._save_last(task, phase, st, schedulers, best_state, True, result.val)
             self.save_best(task, phase, st["best_epoch"], st["best"])
+            distributed.barrier()  # rank 0's files are there for every rank's next step
 
-    def _payload(self, task, phase, st, schedulers, best_state, complete, val=None) -> dict:
-        return {
+    def _payload(self, task, phase, st, schedulers, best_state, complete, val=None, rngs=None) -> dict:
+        payload = {
             "format": FORMAT_VERSION,
             "technique": self.state.technique,
             "config": self.state.config_yaml,
@@ -409,25 +424,36 @@ class Trainer:
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             "schedulers": {n: s.state_dict() for n, s in schedulers.items()},
             "best_state": best_state,
-            "rng": capture_rng(),
+            "rng": capture_rng() if rngs is None else rngs[0],
             "val": dict(val or {}),
             "extra": self.state.extra,
         }
+        if rngs is not None and len(rngs) > 1:
+            payload["rng_ranks"] = rngs  # under DDP each rank resumes its own random stream
+        return payload
 
     def _save_last(self, task, phase, st, schedulers, best_state, complete, val=None) -> None:
-        save_atomic(
-            self._payload(task, phase, st, schedulers, best_state, complete, val), self.ckpt_dir / "last.pt"
-        )
+        rngs = distributed.gather(capture_rng())  # every rank takes part; rank 0 writes
+        if distributed.is_main():
+            save_atomic(
+                self._payload(task, phase, st, schedulers, best_state, complete, val, rngs),
+                self.ckpt_dir / "last.pt",
+            )
 
     def _save_snapshot(self, task, phase, st, schedulers, best_state) -> None:
         path = self.ckpt_dir / f"{phase}_epoch{st['epoch']:04d}.pt"
-        save_atomic(self._payload(task, phase, st, schedulers, best_state, False), path)
+        rngs = distributed.gather(capture_rng())
+        if not distributed.is_main():
+            return
+        save_atomic(self._payload(task, phase, st, schedulers, best_state, False, rngs=rngs), path)
         snaps = sorted(self.ckpt_dir.glob(f"{phase}_epoch*.pt"))
         for old in snaps[: -self.cfg.keep]:
             old.unlink(missing_ok=True)
 
     def save_best(self, task: nn.Module, phase: str, epoch: int, value: float | None) -> None:
-        """best.pt: just what load_run needs (weights, config, technique state)."""
+        """best.pt: just what load_run needs (weights, config, technique state). Rank 0 writes it."""
+        if not distributed.is_main():
+            return
         save_atomic(
             {
                 "format": FORMAT_VERSION,
