@@ -83,6 +83,13 @@ class Attack(StrEnum):
     pgd = "pgd"
 
 
+class AdvSelect(StrEnum):
+    """Which validation accuracy picks adversarial training's best epoch."""
+
+    robust = "robust"  # under the training attack (val/robust_acc): what the defence is for
+    clean = "clean"  # the trainer's monitor (val/acc)
+
+
 class SurrogateData(StrEnum):
     holdout = "holdout"  # the attacker has labelled data of its own (a held-out part of train)
     queries = "queries"  # the attacker has images only and labels them by querying the target
@@ -210,6 +217,7 @@ class AdvConfig:
     pgd_step_size: float | None = None  # None: 2.5 * eps / steps
     train: bool = False  # adversarial training (the defence)
     mix: float = 0.0  # weight of the clean loss in adversarial training
+    select: AdvSelect = AdvSelect.robust  # adversarial training's best epoch: robust or clean val acc
     baseline: bool = True  # with adv.train: also train a standard model, adv/baseline/* keys
     blackbox: bool = False
     surrogate_data: SurrogateData = SurrogateData.holdout
@@ -265,6 +273,9 @@ class NasConfig:
     # a 10-epoch search of the digits makes ~100, so alpha needs bigger ones to move.
     arch_lr: float = 3e-2
     second_order: bool = False  # unrolled (second-order) alpha gradient
+    # Its virtual step's size; null: the weight optimizer's current lr (DARTS' xi = eta_w).
+    # Weights on Adam at 1e-3 make the second-order term small: DARTS' 0.025 is its SGD lr.
+    xi: float | None = None
     baseline: NasBaseline = NasBaseline.none  # random: skip the search, random genotype
 
 

@@ -68,6 +68,7 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("nas.ops", lambda v: len(v) >= 1, "a non-empty list of operations"),
     ("nas.channels", lambda v: v >= 1, "an integer >= 1"),
     ("nas.arch_lr", lambda v: v > 0, "a number > 0"),
+    ("nas.xi", lambda v: v is None or v >= 0, "null (the weight optimizer's lr) or a number >= 0"),
     ("attention.heatmaps", lambda v: v >= 0, "an integer >= 0 (test examples shown; 0 = none)"),
 ]
 

@@ -212,7 +212,8 @@ def _plot(rows: list[dict], axes: list[str], metric: str, out: Path) -> Path | N
     numeric = [
         a
         for a in axes
-        if all(_as_float(r["overrides"].get(a)) is not None for r in rows)
+        if a != "seed"  # seeds are not a setting: summary_seeds.csv and its plot average over them
+        and all(_as_float(r["overrides"].get(a)) is not None for r in rows)
         and len({r["overrides"].get(a) for r in rows}) > 1
     ]
     if not numeric:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 from pathlib import Path
 
@@ -94,20 +95,197 @@ def fmt(v: str) -> str:
     return f"{x:.3g}" if abs(x) < 1e-3 else f"{x:.4f}".rstrip("0").rstrip(".")
 
 
-def table(csv_path: Path, metrics: list[tuple[str, str]]) -> list[str]:
+# ---------------------------------------------------------------- settings over seeds
+Stat = tuple[float, float, float]  # mean, std, ci95 half-width (seeds.summarise)
+
+
+def settings(csv_path: Path) -> tuple[list[str], list[str], list[dict]]:
+    """(varying axes, common overrides, one dict per setting of the non-seed axes: its
+    overrides, n and, per metric, the Stat over the setting's finished seeds; also 'jobs',
+    the setting's rows, for paired differences)."""
+    from pdl_experiments.seeds import summarise
+
     rows = list(csv.DictReader(csv_path.open()))
     header = list(rows[0]) if rows else []
     axes = header[1 : header.index("status")] if "status" in header else []
-    varying = [a for a in axes if len({r[a] for r in rows}) > 1]
-    common = [f"{a}={rows[0][a]}" for a in axes if a not in varying and rows[0][a]]
-    present = [(k, t) for k, t in metrics if k in header]
-    out = [f"Common to every job: `{', '.join(common)}`", ""] if common else []
-    titles = varying + ["status"] + [t for _, t in present]
-    out += ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+    varying = [a for a in axes if len({r[a] for r in rows}) > 1 and a != "seed"]
+    common = [f"{a}={rows[0][a]}" for a in axes if a not in varying and a != "seed" and rows[0][a]]
+    groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        cells = [r[a] for a in varying] + [r["status"]] + [fmt(r[k]) if r[k] else "" for k, _ in present]
+        groups.setdefault(tuple(r[a] for a in varying), []).append(r)
+    out = []
+    for key, members in groups.items():
+        ok = [r for r in members if r["status"] == "ok"]
+        st: dict = {"overrides": dict(zip(varying, key, strict=True)), "n": len(ok), "jobs": ok, "stats": {}}
+        for m in header[header.index("status") + 1 :] if "status" in header else []:
+            values = [float(r[m]) for r in ok if r.get(m) not in (None, "")]
+            if values and len(values) == len(ok):
+                st["stats"][m] = summarise(values)
+        out.append(st)
+    return varying, common, out
+
+
+def pm(stat: Stat | None) -> str:
+    if stat is None:
+        return ""
+    mean, _, ci = stat
+    return fmt(str(mean)) if math.isnan(ci) else f"{fmt(str(mean))} ± {fmt(str(ci))}"
+
+
+def compare(a: Stat, b: Stat) -> str:
+    """'>' when a's 95 % interval lies wholly above b's, '<' wholly below, '=' when they overlap
+    (a tie at this number of seeds). Non-overlap of the two intervals is the conservative reading."""
+    (ma, _, ca), (mb, _, cb) = a, b
+    ca, cb = (0.0 if math.isnan(c) else c for c in (ca, cb))
+    if ma - ca > mb + cb:
+        return ">"
+    if ma + ca < mb - cb:
+        return "<"
+    return "="
+
+
+def paired(setting: dict, a: str, b: str) -> Stat | None:
+    """Mean ± ci95 over seeds of the per-job difference a - b (the same run's two numbers)."""
+    from pdl_experiments.seeds import summarise
+
+    jobs = [j for j in setting["jobs"] if j.get(a) not in (None, "") and j.get(b) not in (None, "")]
+    return summarise([float(j[a]) - float(j[b]) for j in jobs]) if jobs else None
+
+
+def find(sets: list[dict], **want: str) -> list[dict]:
+    return [
+        s
+        for s in sets
+        if all(
+            str(s["overrides"].get(k.replace("__", "."), "")).lower() == v.lower() for k, v in want.items()
+        )
+    ]
+
+
+VERDICT = {
+    ">": "holds beyond the interval",
+    "=": "a tie within the interval",
+    "<": "fails beyond the interval",
+}
+
+
+def tag(name: str, value: str) -> str:
+    """`name=value: ` before a comparison's label, nothing when the axis did not vary."""
+    return f"{name}={value}: " if value else ""
+
+
+def overall(marks: list[str]) -> str:
+    if not marks:
+        return "not measured"
+    if all(m == ">" for m in marks):
+        return "**holds** beyond the intervals"
+    if any(m == "<" for m in marks):
+        return "**fails** (reversed beyond the interval somewhere)"
+    return "**a tie** (intervals overlap somewhere)"
+
+
+def verdicts(name: str, sets: list[dict]) -> list[str]:
+    """The claim judged on means over seeds (95 % t-intervals); one line per comparison."""
+    lines, marks = [], []
+
+    def judge(label: str, a: Stat | None, b: Stat | None) -> None:
+        if a is None or b is None:
+            return
+        mark = compare(a, b)
+        marks.append(mark)
+        lines.append(f"- {label}: {pm(a)} vs {pm(b)}: {VERDICT[mark]}")
+
+    def stat(s: list[dict], m: str) -> Stat | None:
+        return s[0]["stats"].get(m) if s else None
+
+    if name == "bn_ablation":
+        for lr in sorted({s["overrides"].get("optimizer.lr", "") for s in sets}):
+            on, off = (
+                find(sets, bn__enabled="True", optimizer__lr=lr),
+                find(sets, bn__enabled="False", optimizer__lr=lr),
+            )
+            judge(f"{tag('lr', lr)}test acc with BN > without", stat(on, "test/acc"), stat(off, "test/acc"))
+    elif name == "augmentation_study":
+        none = find(sets, augmentation="none")
+        for aug in ("light", "strong"):
+            s = find(sets, augmentation=aug)
+            # a narrower gap: none's gap above the augmented one's
+            judge(
+                f"train-test gap: none > {aug}",
+                stat(none, "final/train_test_gap"),
+                stat(s, "final/train_test_gap"),
+            )
+    elif name == "prune_sweep":
+        for s in sets:
+            loss = paired(s, "prune/acc_before", "prune/acc_finetuned")
+            if loss is None:
+                continue
+            # "little loss": at most 1 point lost after fine-tuning
+            mark = compare((0.01, 0, 0), loss)
+            label = ", ".join(f"{k}={v}" for k, v in s["overrides"].items())
+            lines.append(f"- {label}: accuracy lost after fine-tuning {pm(loss)} vs 1 point: {VERDICT[mark]}")
+            marks.append(mark)
+        for s in find(sets, prune__level="filter"):
+            lat = s["stats"].get("prune/latency_ratio")
+            if lat is not None:
+                label = f"filter, ratio={s['overrides'].get('prune.ratio')}: pruned/dense latency < 1"
+                judge(label, (1.0, 0, 0), lat)
+    elif name == "adv_eps":
+        for eps in sorted({s["overrides"].get("adv.epsilon", "") for s in sets}):
+            std, adv = (
+                find(sets, adv__train="False", adv__epsilon=eps),
+                find(sets, adv__train="True", adv__epsilon=eps),
+            )
+            judge(
+                f"{tag('eps', eps)}standard model, clean acc > FGSM acc",
+                stat(std, "test/acc"),
+                stat(std, "adv/robust_acc/fgsm"),
+            )
+            judge(
+                f"{tag('eps', eps)}PGD acc, adversarial training > standard",
+                stat(adv, "adv/robust_acc/pgd"),
+                stat(std, "adv/robust_acc/pgd"),
+            )
+    elif name == "attention_length":
+        for length in sorted(
+            {s["overrides"].get("dataset.length", "") for s in sets}, key=lambda v: float(v or 0)
+        ):
+            base = find(sets, model="seq2seq", dataset__length=length)
+            for m in ("seq2seq_attention", "transformer"):
+                judge(
+                    f"{tag('L', length)}token acc {m} > seq2seq",
+                    stat(find(sets, model=m, dataset__length=length), "test/token_acc"),
+                    stat(base, "test/token_acc"),
+                )
+    elif name == "nas_vs_random":
+        searched, rand = find(sets, nas__baseline="none"), find(sets, nas__baseline="random")
+        a, b = stat(searched, "test/acc"), stat(rand, "test/acc")
+        if a is not None and b is not None:
+            mark = compare(a, b)
+            marks.append(">" if mark != "<" else "<")  # "at least as well": a tie satisfies it
+            lines.append(f"- searched vs random test acc: {pm(a)} vs {pm(b)}: {VERDICT[mark]}")
+    n = sorted({s["n"] for s in sets})
+    head = f"Verdict ({'/'.join(map(str, n))} seeds per setting, 95 % t-intervals): {overall(marks)}"
+    if name == "nas_vs_random" and marks == [">"] and "tie" in lines[0]:
+        head += " — only as a tie: the searched cell is not shown to be better"
+    return [head, "", *lines]
+
+
+def table(csv_path: Path, metrics: list[tuple[str, str]], name: str = "") -> list[str]:
+    varying, common, sets = settings(csv_path)
+    present = [(k, t) for k, t in metrics if sets and any(k in s["stats"] for s in sets)]
+    out = [f"Common to every job: `{', '.join(common)}`", ""] if common else []
+    titles = varying + ["seeds"] + [t for _, t in present]
+    out += ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+    for s in sets:
+        cells = (
+            [s["overrides"][a] for a in varying] + [str(s["n"])] + [pm(s["stats"].get(k)) for k, _ in present]
+        )
         out.append("| " + " | ".join(cells) + " |")
-    return out
+    failed = sum(len(s["jobs"]) != s["n"] for s in sets)
+    if failed:
+        out += ["", f"({failed} setting(s) with jobs that did not finish: see the sweep's summary.md)"]
+    return out + ["", *verdicts(name, sets)]
 
 
 def sections(root_p: Path, out_p: Path, plots: bool, level: str = "##") -> list[str]:
@@ -119,7 +297,7 @@ def sections(root_p: Path, out_p: Path, plots: bool, level: str = "##") -> list[
         if not summary.is_file():
             lines += ["(not run)", ""]
             continue
-        lines += table(summary, metrics) + [""]
+        lines += table(summary, metrics, name) + [""]
         if plots:
             for png in sorted(sweep.glob("*.png")):
                 lines += [f"![{name}]({os.path.relpath(png.resolve(), out_p.parent.resolve())})", ""]
@@ -146,8 +324,11 @@ def main() -> None:
         "# REPORT: the course's claims, measured",
         "",
         "Made by `scripts/reproduce_all.sh` on the bundled data. Each section is one preset",
-        "sweep (`pdl-run -m experiment=<name>`); the full table with every metric is the",
-        "sweep's summary.md.",
+        "sweep (`pdl-run -m experiment=<name>`) over three seeds: every number is the mean over",
+        "the seeds ± the half-width of its 95 % Student-t interval. A comparison *holds* when one",
+        "setting's interval lies wholly beyond the other's, is *a tie* when they overlap, and",
+        "*fails* when it lies wholly the other way; accuracy lost to pruning is the per-run",
+        "(paired) difference. The full table with every metric is the sweep's summary.md.",
         "",
     ]
     lines += timings_line(root_p) + sections(root_p, out_p, plots=True)

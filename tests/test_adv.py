@@ -172,6 +172,11 @@ def test_defence_and_blackbox_run(defence):
     ea.Reload()
     assert {"adv/acc_vs_eps", "adv/examples", "adv/success_vs_eps"} <= set(ea.Tags()["images"])
     assert "adv/acc_vs_eps_x1000/pgd" in ea.Tags()["scalars"]
+    # adv.select=robust (the default): the best epoch is the one with the best robust val acc.
+    robust = [e.value for e in ea.Scalars("val/robust_acc")][:3]  # the train phase's 3 epochs
+    assert metrics["adv/best_epoch"] == 1 + max(range(3), key=lambda i: (robust[i], -i))
+    # The course's raw-gradient attack is reported beside the rescaled one.
+    assert {"adv/acc/grad_raw@0.2", "adv/robust_acc/grad_raw", "adv/acc/grad@0.2"} <= set(metrics)
     # The checkpoints hold the target (not the surrogate), loadable without pickle.
     ckpt = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
     assert ckpt["phase"] == "surrogate" and any(k.startswith("surrogate.") for k in ckpt["task"])

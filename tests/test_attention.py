@@ -199,7 +199,7 @@ def test_length_sweep_preset_composes():
     assert cfg.technique == "attention"
     params = cfg.hydra.sweeper.params
     assert set(params["model"].split(",")) == {"seq2seq", "seq2seq_attention", "transformer"}
-    assert len(params["dataset.length"].split(",")) >= 3
+    assert len(params["dataset.length"].split(",")) >= 2  # short and long: 10, 30 (x 3 seeds)
 
 
 # ---------------------------------------------------------------------------- runs

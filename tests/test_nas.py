@@ -158,6 +158,54 @@ def test_second_order_gradient_matches_the_exact_unrolled_gradient():
     assert not torch.allclose(exact, first_order, rtol=1e-3)  # the second-order term counts
 
 
+@pytest.mark.parametrize("kind", ["momentum", "nesterov", "adam"])
+def test_the_virtual_step_is_the_weight_optimizers_next_step(kind):
+    """DARTS' w' = w - xi * d follows the weight optimizer: for SGD, d is exactly the step
+    opt.step() takes next (momentum buffer and weight decay included)."""
+    from pdl_experiments.techniques.nas import optimizer_direction
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 3)
+    params = list(net.parameters())
+    if kind == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=0.1, weight_decay=0.01)
+    else:
+        opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=kind == "nesterov")
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    for _ in range(2):  # a momentum buffer to follow
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    grads = torch.autograd.grad(torch.nn.functional.cross_entropy(net(x), y), params)
+    d = optimizer_direction(opt, params, grads)
+    if kind == "adam":
+        expected = [g + 0.01 * p for g, p in zip(grads, params, strict=True)]
+    else:
+        before = [p.detach().clone() for p in params]
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.clone()
+        opt.step()
+        expected = [(b - p.detach()) / 0.1 for b, p in zip(before, params, strict=True)]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(d, expected, strict=True))
+
+
+@pytest.mark.parametrize("impl", ["torch", "course"])
+def test_a_search_cell_norm_has_no_affine_parameters(impl):
+    """DARTS' search cell normalises without gamma/beta (nas.search builds it with affine=False)."""
+    from dataclasses import replace
+
+    spec = replace(BatchNormSpec(impl=impl), affine=False)
+    net = SearchNetwork(_info((1, 8, 8)), spec, ["conv_3x3", "skip_connect"], nodes=2, cells=1, channels=3)
+    norms = [m for m in net.modules() if "BatchNorm" in type(m).__name__]
+    assert norms and all(m.weight is None and m.bias is None for m in norms)
+    x = torch.rand(4, 1, 8, 8)
+    assert net(x).shape == (4, 10)
+    affine = SearchNetwork(
+        _info((1, 8, 8)), BatchNormSpec(impl=impl), ["conv_3x3"], nodes=2, cells=1, channels=3
+    )
+    assert all(m.weight is not None for m in affine.modules() if "BatchNorm" in type(m).__name__)
+
+
 # -- the technique, end to end -----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):

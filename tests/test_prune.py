@@ -314,3 +314,25 @@ def test_a_criterion_of_another_level_is_refused_at_the_layer_level(tmp_path):
 
     with pytest.raises(ConfigError, match="prune.criterion=similarity does not apply to prune.level=layer"):
         run_small(tmp_path, ["technique=prune", *FAST, *LEVELS["layer"], "prune.criterion=similarity"])
+
+
+def test_similarity_criterion_compares_the_filters_themselves():
+    """A filter and its negation are opposite features, not near-duplicates; the filter
+    closest to the others (their geometric median) ranks least important."""
+    import torch_pruning as tp
+
+    from pdl_experiments.techniques.importance import FilterSimilarityImportance
+
+    conv = torch.nn.Conv2d(1, 3, 1, bias=False)
+    head = torch.nn.Conv2d(3, 2, 1, bias=False)
+    model = torch.nn.Sequential(conv, head)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([1.0, -1.0, 0.1]).view(3, 1, 1, 1))
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.rand(1, 1, 2, 2))
+    group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=[0, 1, 2])
+    imp = FilterSimilarityImportance()(group)
+    # Distances on signed weights: |1-(-1)| = 2, not 0 as on |w|^2.
+    assert torch.allclose(imp, torch.tensor([2 + 0.9, 2 + 1.1, 0.9 + 1.1]))
+    assert imp.argmin().item() == 2
+    fpgm = tp.importance.FPGMImportance(p=2, group_reduction="first", normalizer=None)(group)
+    assert fpgm[0] != imp[0]  # Torch-Pruning's version sees filters 0 and 1 as one

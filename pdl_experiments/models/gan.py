@@ -52,7 +52,7 @@ def dcgan_init(m: nn.Module) -> None:
         nn.init.normal_(m.weight, 0.0, 0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
-    elif is_norm(m):
+    elif is_norm(m) and m.weight is not None and m.bias is not None:  # affine norm layers
         nn.init.normal_(m.weight, 1.0, 0.02)
         nn.init.zeros_(m.bias)
 

@@ -32,11 +32,18 @@ class CourseBatchNorm(nn.Module):
     running_mean: torch.Tensor  # buffers, registered in __init__
     running_var: torch.Tensor
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
+    weight: nn.Parameter | None
+    bias: nn.Parameter | None
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True):
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.weight = nn.Parameter(torch.ones(num_features))  # gamma
-        self.bias = nn.Parameter(torch.zeros(num_features))  # beta
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features))  # gamma
+            self.bias = nn.Parameter(torch.zeros(num_features))  # beta
+        else:  # normalisation only (DARTS' search cell)
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
         self.register_buffer("running_mean", torch.zeros(num_features))  # E
         self.register_buffer("running_var", torch.ones(num_features))  # Var
 
@@ -55,6 +62,8 @@ class CourseBatchNorm(nn.Module):
         else:
             mu, var = self.running_mean, self.running_var
         x_hat = (x32 - mu.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        if self.weight is None or self.bias is None:
+            return x_hat.to(x.dtype)
         return (self.weight.view(shape) * x_hat + self.bias.view(shape)).to(x.dtype)
 
     def extra_repr(self) -> str:
@@ -72,6 +81,9 @@ class BatchNormSpec:
     impl: str = "torch"
     momentum: float = 0.1
     eps: float = 1e-5
+    # False: no learned gamma/beta (DARTS' search cell, where a learned scale after each op
+    # would let the op rescale itself against its alpha and blur alpha as a ranking).
+    affine: bool = True
 
     @classmethod
     def from_config(cls, bn) -> BatchNormSpec:
@@ -82,9 +94,9 @@ class BatchNormSpec:
         if not self.enabled:
             return nn.Identity()
         if str(self.impl) == "course":
-            return CourseBatchNorm(num_features, eps=self.eps, momentum=self.momentum)
+            return CourseBatchNorm(num_features, eps=self.eps, momentum=self.momentum, affine=self.affine)
         cls = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[dims]
-        return cls(num_features, eps=self.eps, momentum=self.momentum)
+        return cls(num_features, eps=self.eps, momentum=self.momentum, affine=self.affine)
 
     @property
     def bias(self) -> bool:

@@ -81,10 +81,17 @@ def run(ctx) -> dict[str, float]:
     if ph.done:
         target.load_state_dict(ph.record["weights"])
     else:
-        ctx.fit(task, phase=ph.name, train=ctx.train_loader(target_split))
+        # Adversarial training keeps its best epoch by robust val accuracy (adv.select).
+        robust = bool(cfg.train) and str(cfg.select) == "robust"
+        pick = {"monitor": "val/robust_acc", "mode": "max"} if robust else {}
+        fit = ctx.fit(task, phase=ph.name, train=ctx.train_loader(target_split), **pick)
         # The attacked network, for the surrogate phase of a resumed run.
-        ph.finish(weights={k: v.detach().clone() for k, v in target.state_dict().items()})
+        ph.finish(
+            weights={k: v.detach().clone() for k, v in target.state_dict().items()},
+            best_epoch=fit.best_epoch,
+        )
     metrics.update(ctx.classification_metrics(task, target))
+    metrics["adv/best_epoch"] = float(ph.record.get("best_epoch", 0))
 
     # 3. White-box attacks on the test split.
     log.info("white-box attacks on the %s model", "adversarially trained" if cfg.train else "standard")
@@ -128,6 +135,15 @@ def whitebox(
         log.info(
             "  %-4s  %s", name, "  ".join(f"eps={e:g}: {a:.3f}" for e, a in zip(eps_list, accs, strict=True))
         )
+    if str(cfg.grad_normalize) != "none":
+        # The course's own step x + eps * dl/dx, unscaled, beside the rescaled `grad`: its eps
+        # has no fixed size (a confident model's raw gradient is tiny), which is the point.
+        raw = AttackSpec("grad", 0.0, "none")
+        for eps in eps_list:
+            gen = _generator(int(seed) + ATTACK_SEED_OFFSET, x.device)
+            preds = attacked_predictions(model, x, y, raw.with_eps(eps), batch_size, gen)
+            out[f"acc/grad_raw@{eps:g}"] = (preds == y).float().mean().item()
+        out["robust_acc/grad_raw"] = out[f"acc/grad_raw@{float(cfg.epsilon):g}"]
     return out
 
 

@@ -102,7 +102,8 @@ def run(ctx) -> dict[str, float]:
     pick = torch.randperm(len(real_x), generator=torch.Generator().manual_seed(seed))[:n_real]
     real_r, _ = judge_outputs(task.judge, real_x[pick.to(real_x.device)])
     real_t, _ = judge_outputs(task.judge, test_x)
-    metrics["gan/fid_real"] = frechet_distance(real_t, real_v)
+    metrics["gan/fid_real"] = frechet_distance(real_t, real_r)
+    metrics["gan/fid_real_n"] = float(n_real)
     metrics["gan/judge_test_acc"] = classification_metrics(task.judge, ctx.loader("test"))["acc"]
     metrics["gan/best_epoch"] = result.best_epoch
     metrics["params/generator"] = count_params(task.generator)

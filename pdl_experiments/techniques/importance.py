@@ -20,7 +20,7 @@ from ..models.norm import is_norm
 def filter_criteria() -> dict[str, Callable]:
     """prune.criterion -> (model, batches) -> importance, for the filter level."""
     # l1 / l2 / similarity rank a layer's own filters (group_reduction="first": the course's
-    # "l_p norm of a filter"; FPGM: distance to the layer's other filters).
+    # "l_p norm of a filter"; similarity: distance to the layer's other filters).
     return {
         "l1": lambda model, batches: tp.importance.MagnitudeImportance(
             p=1, group_reduction="first", normalizer=None
@@ -28,11 +28,34 @@ def filter_criteria() -> dict[str, Callable]:
         "l2": lambda model, batches: tp.importance.MagnitudeImportance(
             p=2, group_reduction="first", normalizer=None
         ),
-        "similarity": lambda model, batches: tp.importance.FPGMImportance(
-            p=2, group_reduction="first", normalizer=None
-        ),
+        "similarity": lambda model, batches: FilterSimilarityImportance(),
         "activation": lambda model, batches: MeanActivationImportance(model, batches),
     }
+
+
+class FilterSimilarityImportance(tp.importance.GroupMagnitudeImportance):
+    """Filter importance = summed Euclidean distance of the filter to the layer's other
+    filters (FPGM, He et al. 2019: a filter near the geometric median is the most
+    replaceable by the others). Distances between the filters themselves, signed weights:
+    Torch-Pruning's FPGMImportance measures them between |w|^p, which makes a filter and its
+    negation (opposite features) count as identical.
+    """
+
+    def __init__(self):
+        super().__init__(p=2, group_reduction="first", normalizer=None)
+
+    @torch.no_grad()
+    def __call__(self, group):
+        producers = (tpf.prune_conv_out_channels, tpf.prune_linear_out_channels)
+        for i, (dep, idxs) in enumerate(group):
+            layer = dep.layer
+            if dep.pruning_fn in producers and isinstance(layer, (nn.Conv2d, nn.Linear)):
+                w = layer.weight.data
+                if getattr(layer, "transposed", False):
+                    w = w.transpose(0, 1)
+                w = w[idxs].flatten(1).float()
+                return self._reduce([torch.cdist(w[None], w[None])[0].sum(0)], [group[i].root_idxs])
+        return None
 
 
 class MeanActivationImportance(tp.importance.GroupMagnitudeImportance):

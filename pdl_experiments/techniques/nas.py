@@ -23,6 +23,7 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import cast
 
 import torch
@@ -108,10 +109,14 @@ def check(ctx) -> list[str]:
 def search(ctx, ph, ops: list[str]) -> None:
     """The search phase: alpha and w trained together; records the derived genotype."""
     nas = ctx.cfg.nas
-    model = SearchNetwork(ctx.data.info, ctx.norm, ops, int(nas.nodes), int(nas.cells), int(nas.channels)).to(
+    # DARTS' search cell normalises without a learned scale or shift (affine=False); the
+    # derived network that is retrained has ordinary (affine) BN.
+    norm = replace(ctx.norm, affine=False)
+    model = SearchNetwork(ctx.data.info, norm, ops, int(nas.nodes), int(nas.cells), int(nas.channels)).to(
         ctx.device
     )
-    task = SearchTask(model, float(nas.arch_lr), bool(nas.second_order), ctx.loader("val"))
+    xi = None if nas.xi is None else float(nas.xi)
+    task = SearchTask(model, float(nas.arch_lr), bool(nas.second_order), ctx.loader("val"), xi=xi)
     x_train, y_train = ctx.data.train
     w_half, alpha_half = split_halves(x_train, y_train, int(ctx.cfg.seed))
     loader = PairedLoader(
@@ -243,6 +248,27 @@ def op_entropy(weights: torch.Tensor) -> torch.Tensor:
     return -(weights * weights.clamp_min(1e-12).log()).sum(dim=-1)
 
 
+@torch.no_grad()
+def optimizer_direction(
+    opt: torch.optim.Optimizer, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
+    """The direction d of `opt`'s next step p <- p - lr * d for gradients `grads`, without
+    stepping: SGD's (weight decay, momentum buffer, dampening, Nesterov) exactly; for other
+    optimizers the gradient plus weight decay (their step is not a function of g alone)."""
+    group = opt.param_groups[0]
+    decay = float(group.get("weight_decay", 0.0))
+    out = []
+    for p, g in zip(params, grads, strict=True):
+        d = g + decay * p if decay else g.clone()
+        mu = float(group.get("momentum", 0.0)) if isinstance(opt, torch.optim.SGD) else 0.0
+        buf = opt.state.get(p, {}).get("momentum_buffer") if mu else None
+        if mu:
+            new_buf = d.clone() if buf is None else mu * buf + (1 - float(group["dampening"])) * d
+            d = d + mu * new_buf if group.get("nesterov") else new_buf
+        out.append(d)
+    return out
+
+
 class SearchTask(Task):
     """Alternating updates of alpha (on the alpha half) and w (on the w half)."""
 
@@ -250,10 +276,16 @@ class SearchTask(Task):
     fd_scale = 0.01  # |w+ - w| of the second-order finite difference (DARTS' value)
 
     def __init__(
-        self, model: SearchNetwork, arch_lr: float, second_order: bool, val_loader: TensorLoader | None = None
+        self,
+        model: SearchNetwork,
+        arch_lr: float,
+        second_order: bool,
+        val_loader: TensorLoader | None = None,
+        xi: float | None = None,
     ):
         super().__init__()
         self.model = model
+        self.xi = xi  # the virtual step's size; None: the weight optimizer's current lr
         self.arch_lr = arch_lr
         self.second_order = second_order
         self.val_loader = val_loader
@@ -293,23 +325,28 @@ class SearchTask(Task):
         }
 
     def unrolled_alpha_grad(self, batch, w_optimizer) -> tuple[torch.Tensor, torch.Tensor]:
-        """DARTS' second-order gradient of L_val(w'(alpha), alpha), w' = w - xi dL_train/dw:
+        """DARTS' second-order gradient of L_val(w'(alpha), alpha) (Liu et al. 2019, eq. 7-8):
 
             dL_val/dalpha - xi * (dL_train(w+)/dalpha - dL_train(w-)/dalpha) / (2 r)
 
         with w± = w ± r v, v = dL_val(w')/dw', r = fd_scale / |v| (a finite difference for the
-        Hessian-vector product). xi is the weight optimizer's lr; the virtual step is a
-        plain gradient step (no momentum). w is restored exactly afterwards.
+        Hessian-vector product). The virtual step w' = w - xi * d takes the direction d of the
+        weight optimizer's next step (optimizer_direction), as DARTS' reference code does
+        (architect.py, `_compute_unrolled_model`: d = mu * m + g + lambda * w for SGD with
+        momentum mu, momentum buffer m, weight decay lambda); for another optimizer (Adam)
+        d = g + lambda * w. xi is `nas.xi`, by default the weight optimizer's current
+        learning rate (DARTS: xi = eta_w). w is restored exactly afterwards; the optimizer's
+        state is not touched.
         """
         x_w, y_w, x_a, y_a = batch
         w = self.model.weight_parameters()
         alpha = self.model.alpha
-        xi = w_optimizer.param_groups[0]["lr"]
+        xi = float(w_optimizer.param_groups[0]["lr"]) if self.xi is None else self.xi
         saved = [p.detach().clone() for p in w]
         g_train = _grads(self.loss(x_w, y_w), w)
         with torch.no_grad():
-            for p, g in zip(w, g_train, strict=True):
-                p.sub_(xi * g)  # w'
+            for p, step in zip(w, optimizer_direction(w_optimizer, w, g_train), strict=True):
+                p.sub_(xi * step)  # w'
         val_loss = self.loss(x_a, y_a)
         g_alpha, *v = _grads(val_loss, [alpha, *w])
         r = self.fd_scale / torch.cat([g.flatten() for g in v]).norm().clamp_min(1e-12)
