@@ -105,13 +105,18 @@ def test_fdr_cli_gan_leaves_the_outputs_tree_and_cache_alone(tmp_path):
     env = {**ENV, "XDG_CACHE_HOME": str(tmp_path / "cache"), "MPLCONFIGDIR": MPL_CACHE}
     stamp = time.time() - 1e-3
     t0 = time.perf_counter()
-    p = pdl_run(["debug=fdr", "technique=gan", "trainer.progress=none"], cwd=tmp_path, env=env)
+    p = pdl_run(
+        ["debug=fdr", "technique=gan", "trainer.progress=none", "logger=[tensorboard,mlflow]"],
+        cwd=tmp_path,
+        env=env,
+    )
     FDR_TIMES["gan (pdl-run)"] = time.perf_counter() - t0
     assert p.returncode == 0, p.stderr[-2000:]
     (run_dir,) = [d.parent for d in tmp_path.glob("outputs/runs/gan/*/*/metrics.json")]
     outside = [f for f in _written_since(tmp_path, stamp) if run_dir not in f.parents]
     assert not outside, f"written outside the run dir: {outside}"
     assert list((run_dir / "judge_cache").glob("gan_judge-*.pt"))
+    assert (run_dir / "mlflow.db").is_file()  # the MLflow store too, not outputs/mlflow.db
 
 
 def test_fdr_times_are_reported():
