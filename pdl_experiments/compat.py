@@ -105,7 +105,7 @@ def check(
 
 def _check_one_process(cfg: DictConfig, name: str, why: str) -> None:
     """A technique that declares `NEEDS["one_process"]` (why) refuses several processes."""
-    from .distributed import external_launch
+    from .launch import external_launch
 
     devices = int(OmegaConf.select(cfg, "trainer.devices", default=1) or 1)
     outside = external_launch()

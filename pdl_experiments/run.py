@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from . import compat, distributed, hpo
+from . import compat, distributed, hpo, launch
 from .config import ConfigError, typed
 from .context import RunContext, load_resume
 from .data import as_float
@@ -47,12 +47,12 @@ def run(
     try:
         metrics = _run(cfg, run_dir, stop_file)
     except BaseException as e:
-        failed = distributed.shutdown(e)  # under DDP: no process outlives the run
+        failed = launch.shutdown(e)  # under DDP: no process outlives the run
         if failed is not None:  # another rank failed first: its error is the run's
             raise failed from e
         raise
     else:
-        failed = distributed.shutdown()
+        failed = launch.shutdown()
         if failed is not None:
             raise failed
         return metrics
@@ -82,7 +82,7 @@ def _run(cfg: DictConfig, run_dir: str | Path | None, stop_file: Path | None) ->
     ):
         compat.check_options(cfg[group], group)
     # trainer.devices=N, torchrun, SLURM: this process's rank, rank 0's run dir, its device.
-    run_dir, device = distributed.setup(cfg, run_dir, device, stop_file)
+    run_dir, device = launch.setup(cfg, run_dir, device, stop_file)
     done, resume = distributed.from_main(lambda: _resume_state(cfg, run_dir))
     if done is not None:
         if distributed.is_main():
