@@ -53,3 +53,46 @@ def block_scores_figure(
     ax.set_title("green: removed (criterion), orange: random baseline", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def alpha_figure(weights: Any, ops: list[str], edge_labels: list[str], genotype: Any, epoch: int):
+    """DARTS: heatmap of softmax(alpha) `weights` (E, O), a row per edge, a column per op; the
+    ops the derived `genotype` keeps boxed."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    from .models.darts import edge_inputs
+
+    fig = Figure(figsize=(1.6 + 1.0 * len(ops), 1.0 + 0.42 * len(weights)))
+    ax = fig.add_subplot()
+    im = ax.imshow(weights, cmap="viridis", vmin=0.0, aspect="auto")
+    ax.set_xticks(range(len(ops)), ops, rotation=35, ha="right")
+    ax.set_yticks(range(len(weights)), edge_labels)
+    for e in range(weights.shape[0]):
+        for o in range(weights.shape[1]):
+            ax.text(
+                o,
+                e,
+                f"{weights[e, o]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if weights[e, o] < 0.6 * weights.max() else "black",
+            )
+    edge_of = {pair: k for k, pair in enumerate(edge_inputs(len(genotype)))}
+    for j, node in enumerate(genotype):
+        for op, i in node:
+            ax.add_patch(
+                Rectangle(
+                    (ops.index(op) - 0.5, edge_of[(2 + j, i)] - 0.5),
+                    1,
+                    1,
+                    fill=False,
+                    edgecolor="red",
+                    linewidth=2,
+                )
+            )
+    ax.set_title(f"softmax(alpha) per edge, epoch {epoch} (red: derived genotype)")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    return fig

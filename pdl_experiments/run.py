@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import random
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from . import compat, distributed, hpo, launch
-from .config import ConfigError, typed
+from .config import typed
 from .context import RunContext, load_resume
 from .data import as_float
 from .outputs import (
@@ -31,6 +30,15 @@ from .outputs import (
     write_env,
 )
 from .ranges import validate
+from .runtime import (
+    check_writable,
+    choices,
+    command_line_groups,
+    group_choice,
+    hydra_output_dir,
+    resolve_device,
+    seed_everything,
+)
 from .training.logger import RunLogger
 
 log = logging.getLogger("pdl_experiments")
@@ -66,8 +74,8 @@ def _run(cfg: DictConfig, run_dir: str | Path | None, stop_file: Path | None) ->
     t_start = time.perf_counter()
     cfg = typed(cfg)  # types and enums checked (ConfigError naming the key), before any work
     validate(cfg)
-    run_dir = Path(run_dir) if run_dir is not None else _hydra_output_dir()
-    _check_writable(run_dir)
+    run_dir = Path(run_dir) if run_dir is not None else hydra_output_dir()
+    check_writable(run_dir)
     if cfg.trainer.num_threads > 0:
         torch.set_num_threads(int(cfg.trainer.num_threads))
     if cfg.trainer.deterministic:
@@ -76,7 +84,7 @@ def _run(cfg: DictConfig, run_dir: str | Path | None, stop_file: Path | None) ->
     technique = importlib.import_module(f"pdl_experiments.techniques.{cfg.technique}")
     # What goes with what, and the model's and loader's own options: before anything is built
     # (or another process started).
-    compat.check(cfg, technique, _choices(), _command_line_groups())
+    compat.check(cfg, technique, choices(), command_line_groups())
     for group in (
         ("model", "dataset") if getattr(technique, "NEEDS", {}).get("model", ()) is not None else ("dataset",)
     ):
@@ -119,7 +127,7 @@ def _run(cfg: DictConfig, run_dir: str | Path | None, stop_file: Path | None) ->
     log.info(
         "technique=%s model=%s dataset=%s device=%s  %s",
         cfg.technique,
-        _choice("model"),
+        group_choice("model"),
         data.info.name,
         device,
         " ".join(f"{k}={v}" for k, v in ctx.data.sizes().items()),  # after trainer.limit_*_batches
@@ -166,71 +174,3 @@ def _resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, float] | No
         last = run_dir / "checkpoints" / "last.pt"
         return None, load_resume(cfg, str(last)) if last.is_file() else None
     return None, load_resume(cfg, str(cfg.trainer.resume)) if cfg.trainer.resume else None
-
-
-def resolve_device(name: str) -> torch.device:
-    name = str(name)
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("trainer.device=cuda but no CUDA device is available; use auto or cpu")
-    if name == "mps" and not mps:
-        raise ConfigError("trainer.device=mps but MPS is not available; use auto or cpu")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    import numpy as np
-
-    random.seed(seed)
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-
-
-def _hydra_output_dir() -> Path:
-    from hydra.core.hydra_config import HydraConfig
-
-    return Path(HydraConfig.get().runtime.output_dir)
-
-
-def _choices() -> dict[str, str]:
-    """The option of each group this run was composed with ({} outside Hydra)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return {g: str(c) for g, c in HydraConfig.get().runtime.choices.items() if c is not None}
-    except ValueError:
-        return {}
-
-
-def _command_line_groups() -> set[str]:
-    """Groups chosen on the command line (`model=mlp`), not by a default."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task if "=" in o}
-    except ValueError:
-        return set()
-
-
-def _choice(group: str) -> str:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return str(HydraConfig.get().runtime.choices.get(group))
-    except ValueError:  # not running under Hydra (tests, notebooks)
-        return "?"
-
-
-def _check_writable(run_dir: Path) -> None:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(
-            f"output directory {run_dir} is not writable ({e.strerror}); "
-            "set hydra.run.dir (or hydra.sweep.dir) to a writable place"
-        ) from e

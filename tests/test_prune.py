@@ -164,7 +164,7 @@ class _KillWhenPruned:
 
 @pytest.mark.parametrize("level", ["weight", "filter", "layer"])
 def test_resume_in_finetune_phase_matches_uninterrupted(tmp_path, clean, level):
-    from pdl_experiments.training.trainer import Interrupted
+    from pdl_experiments.training import Interrupted
 
     expected, _ = clean(level)
     overrides = ["technique=prune", *FAST, *LEVELS[level]]

@@ -29,6 +29,7 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 
+from .. import figures
 from ..config import ConfigError
 from ..data import TensorLoader
 from ..loading import submodule_state
@@ -397,45 +398,9 @@ class SearchTask(Task):
 
 
 def alpha_figure(task: SearchTask, epoch: int):
-    """Heatmap of softmax(alpha): a row per edge, a column per op; the kept ops boxed."""
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
-
+    """Heatmap of softmax(alpha) per edge and op, the derived genotype's ops boxed."""
     weights = task.model.cell_weights().detach().float().cpu().numpy()  # (E, O)
-    ops = task.model.ops
-    fig = Figure(figsize=(1.6 + 1.0 * len(ops), 1.0 + 0.42 * len(weights)))
-    ax = fig.add_subplot()
-    im = ax.imshow(weights, cmap="viridis", vmin=0.0, aspect="auto")
-    ax.set_xticks(range(len(ops)), ops, rotation=35, ha="right")
-    ax.set_yticks(range(len(weights)), task.edge_labels)
-    for e in range(weights.shape[0]):
-        for o in range(weights.shape[1]):
-            ax.text(
-                o,
-                e,
-                f"{weights[e, o]:.2f}",
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="white" if weights[e, o] < 0.6 * weights.max() else "black",
-            )
-    edge_of = {pair: k for k, pair in enumerate(edge_inputs(len(task.genotype())))}
-    for j, node in enumerate(task.genotype()):
-        for op, i in node:
-            ax.add_patch(
-                Rectangle(
-                    (ops.index(op) - 0.5, edge_of[(2 + j, i)] - 0.5),
-                    1,
-                    1,
-                    fill=False,
-                    edgecolor="red",
-                    linewidth=2,
-                )
-            )
-    ax.set_title(f"softmax(alpha) per edge, epoch {epoch} (red: derived genotype)")
-    fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    return fig
+    return figures.alpha_figure(weights, task.model.ops, task.edge_labels, task.genotype(), epoch)
 
 
 def _grads(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:

@@ -1,5 +1,6 @@
 from .checkpoint import CheckpointError, load_checkpoint, save_atomic
-from .trainer import FitResult, Interrupted, NonFiniteLossError, RunState, StopRun, Trainer
+from .state import FitResult, Interrupted, NonFiniteLossError, RunState, StopRun
+from .trainer import Trainer
 
 __all__ = [
     "CheckpointError",

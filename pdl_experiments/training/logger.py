@@ -99,7 +99,7 @@ class RunLogger:
             values = values.detach().float().cpu()
             if not bool(torch.isfinite(values).all()):
                 # A diverged run meets its NaN here first, in a diagnostic: name it as what it is.
-                from .trainer import NonFiniteLossError
+                from .state import NonFiniteLossError
 
                 raise NonFiniteLossError(
                     f"non-finite values in {tag} at step {step}: the run diverged; "
