@@ -53,3 +53,39 @@ def pdl_run(args, cwd, timeout=240, env=None):
         timeout=timeout,
         env=env or ENV,
     )
+
+
+def interrupt_and_resume(
+    tmp_path: Path, monkeypatch, overrides: list[str], stop_after
+) -> tuple[dict, dict, dict]:
+    """Run `overrides` in-process three times: uninterrupted ("clean"); stopped as by a SIGTERM
+    right after the training step for which `stop_after(trainer)` is first true ("killed");
+    resumed from that run's last.pt ("resumed"). Returns (clean metrics, the killed run's
+    last.pt, resumed metrics)."""
+    import signal
+
+    import pytest
+    import torch
+
+    from pdl_experiments.training import Interrupted, Trainer
+
+    clean, _ = run_small(tmp_path, overrides, name="clean")
+    optimize = Trainer.optimize
+
+    def optimize_then_stop(self, loss, name="default"):
+        optimize(self, loss, name)
+        if stop_after(self):
+            self.state.stop_signal = signal.SIGTERM  # as the run's own handler records a signal
+
+    monkeypatch.setattr(Trainer, "optimize", optimize_then_stop)
+    with pytest.raises(Interrupted):
+        run_small(tmp_path, overrides, name="killed")
+    monkeypatch.undo()
+    last = torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=True)
+    resumed, _ = run_small(tmp_path, [*overrides, f"trainer.resume={tmp_path / 'killed'}"], name="resumed")
+    return clean, last, resumed
+
+
+def without_timings(metrics: dict) -> dict:
+    """The metrics a resumed run must reproduce: all but times and rates."""
+    return {k: v for k, v in metrics.items() if not any(w in k for w in ("time", "wall", "per_s"))}

@@ -20,7 +20,7 @@ from pdl_experiments.debug import OVERFIT_TARGET, TRACE_FILE
 from pdl_experiments.techniques import TECHNIQUES
 from pdl_experiments.training.trainer import Trainer
 
-from helpers import ENV, REPO, pdl_run, run_small
+from helpers import ENV, REPO, interrupt_and_resume, pdl_run, run_small, without_timings
 
 FDR_TIMES: dict[str, float] = {}  # wall seconds per technique, printed at the end (not asserted)
 # matplotlib's font cache stays where it is (it reads $XDG_CACHE_HOME once, on first use):
@@ -207,10 +207,6 @@ def test_limits_cut_train_batches_per_epoch_and_eval_splits(tmp_path, fits, capl
 
 
 def test_a_limited_run_resumes_to_the_same_metrics(tmp_path, monkeypatch):
-    import signal
-
-    from pdl_experiments.training import Interrupted
-
     overrides = [
         "trainer.max_epochs=3",
         "trainer.limit_train_batches=4",
@@ -218,23 +214,12 @@ def test_a_limited_run_resumes_to_the_same_metrics(tmp_path, monkeypatch):
         "trainer.eval_batch_size=128",
         "trainer.num_threads=1",
     ]
-    clean, _ = run_small(tmp_path, overrides, name="clean")
-    optimize = Trainer.optimize
-
-    def optimize_then_stop(self, loss, name="default"):
-        optimize(self, loss, name)
-        if self.global_step == 5:  # in step 6 (counted after it): epoch 2, batch 2 of 4
-            self.state.stop_signal = signal.SIGTERM
-
-    monkeypatch.setattr(Trainer, "optimize", optimize_then_stop)
-    with pytest.raises(Interrupted):
-        run_small(tmp_path, overrides, name="killed")
-    monkeypatch.undo()
-    last = torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=True)
+    # in step 6 (counted after it): epoch 2, batch 2 of 4
+    clean, last, resumed = interrupt_and_resume(
+        tmp_path, monkeypatch, overrides, lambda t: t.global_step == 5
+    )
     assert (last["loop"]["epoch"], last["loop"]["batch"]) == (1, 2)
-    resumed, _ = run_small(tmp_path, [*overrides, f"trainer.resume={tmp_path / 'killed'}"], name="resumed")
-    same = lambda m: {k: v for k, v in m.items() if not any(w in k for w in ("time", "wall", "per_s"))}
-    assert same(resumed) == pytest.approx(same(clean), rel=1e-6, abs=1e-9)
+    assert without_timings(resumed) == pytest.approx(without_timings(clean), rel=1e-6, abs=1e-9)
 
 
 def test_first_batches_of_a_split():
