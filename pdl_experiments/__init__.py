@@ -21,6 +21,7 @@ if not _os.path.isdir(_os.path.join(_here, "configs")):
 
 def load_run(run_dir, checkpoint: str = "best.pt", device: str = "cpu", trust=None):
     """See pdl_experiments.loading.load_run (imported lazily: this package must import fast)."""
+    from . import techniques  # noqa: F401  (fills the registry the run's technique is read from)
     from .loading import load_run as _load_run
 
     return _load_run(run_dir, checkpoint, device, trust)

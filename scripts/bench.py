@@ -90,10 +90,10 @@ def bench_overhead(device: str = "cpu", epochs: int = 20, repeats: int = 7) -> N
     import torch.nn.functional as F
     from hydra.utils import instantiate
 
-    from pdl_experiments.context import RunContext
     from pdl_experiments.data import TensorLoader
-    from pdl_experiments.techniques.base import ClassificationTask, classification_metrics
+    from pdl_experiments.run.context import RunContext
     from pdl_experiments.training.logger import RunLogger
+    from pdl_experiments.training.task import ClassificationTask, classification_metrics
 
     overrides = [
         f"trainer.max_epochs={epochs}",
@@ -366,12 +366,12 @@ def bench_cifar(device: str = "cpu", repeats: int = 5, rounds: int = 3) -> None:
     import torch.nn.functional as F
     from hydra.utils import instantiate
 
-    from pdl_experiments.context import RunContext
     from pdl_experiments.data import DataSplits, TensorLoader, as_float
     from pdl_experiments.data.augment import build_augmentation, build_per_image_augmentation
     from pdl_experiments.data.synthetic import load_synthetic
-    from pdl_experiments.techniques.base import ClassificationTask, classification_metrics
+    from pdl_experiments.run.context import RunContext
     from pdl_experiments.training.logger import RunLogger
+    from pdl_experiments.training.task import ClassificationTask, classification_metrics
 
     model = "ResNet width 8, 1 block/stage" if device == "cpu" else "ResNet width 16, 2 blocks/stage"
     sec = f"9. CIFAR shape ({device}; synthetic cifar10, {model}, batch 256)"

@@ -103,7 +103,7 @@ def settings(csv_path: Path) -> tuple[list[str], list[str], list[dict]]:
     """(varying axes, common overrides, one dict per setting of the non-seed axes: its
     overrides, n and, per metric, the Stat over the setting's finished seeds; also 'jobs',
     the setting's rows, for paired differences)."""
-    from pdl_experiments.seeds import summarise
+    from pdl_experiments.sweeps.seeds import summarise
 
     rows = list(csv.DictReader(csv_path.open()))
     header = list(rows[0]) if rows else []
@@ -146,7 +146,7 @@ def compare(a: Stat, b: Stat) -> str:
 
 def paired(setting: dict, a: str, b: str) -> Stat | None:
     """Mean ± ci95 over seeds of the per-job difference a - b (the same run's two numbers)."""
-    from pdl_experiments.seeds import summarise
+    from pdl_experiments.sweeps.seeds import summarise
 
     jobs = [j for j in setting["jobs"] if j.get(a) not in (None, "") and j.get(b) not in (None, "")]
     return summarise([float(j[a]) - float(j[b]) for j in jobs]) if jobs else None

@@ -207,7 +207,7 @@ def test_plain_deep_trains_with_bn_and_stalls_without(small_run):
     torch's on the mean over seeds, with a tolerance from the measured spread: the paired
     difference must not be significant (|mean| within its 95 % t-interval, plus one test
     image), and never more than 2 points."""
-    from pdl_experiments.seeds import summarise
+    from pdl_experiments.sweeps.seeds import summarise
 
     diffs = []
     for seed in (0, 1, 2):

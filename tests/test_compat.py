@@ -15,7 +15,7 @@ import math
 import pytest
 
 from pdl_experiments.config import ConfigError, typed
-from pdl_experiments.ranges import _RANGES, validate
+from pdl_experiments.config.ranges import _RANGES, validate
 from pdl_experiments.techniques import QUICK, TECHNIQUES
 
 from helpers import REPO
@@ -96,7 +96,7 @@ def test_the_combinations_that_make_sense_run(tmp_path):
     ):
         t = overrides[0].split("=")[1]
         data = SMALL_DATA["reverse" if t == "attention" else "digits"]
-        _run(
+        metrics = _run(
             tmp_path / t,
             [
                 *overrides,
@@ -107,6 +107,9 @@ def test_the_combinations_that_make_sense_run(tmp_path):
                 f"gan.cache_dir={tmp_path / 'cache'}",
             ],
         )
+        accuracy = metrics.get("test/token_acc" if t == "attention" else "test/acc")
+        assert accuracy is not None and 0.0 <= accuracy <= 1.0, (t, metrics)
+        assert (tmp_path / t / "run" / "metrics.json").is_file()
 
 
 def _bad_values(ok) -> list:
@@ -138,10 +141,26 @@ def test_every_ranged_option_refuses_out_of_range_values(key, value):
             validate(typed(cfg))
 
 
+OPTIMIZERS = sorted(p.stem for p in (REPO / "configs" / "optimizer").glob("*.yaml"))
+SCHEDULERS = ["cosine", "step"]
+# Options of the optimizer and scheduler groups their shipped configs do not set (added with +).
+UNSET_OPTIONS = [
+    ("optimizer", "adam", "betas", [0.9, 0.999]),
+    ("optimizer", "adam", "eps", 1e-8),
+    ("scheduler", "cosine", "T_max", 10),
+    ("scheduler", "cosine", "eta_min", 0.0),
+]
+
+
 def _numeric_options():
     import yaml
 
-    for group, names in (("model", MODELS), ("dataset", DATASETS + ["copy", "sort", "synthetic"])):
+    for group, names in (
+        ("model", MODELS),
+        ("dataset", DATASETS + ["copy", "sort", "synthetic"]),
+        ("optimizer", OPTIMIZERS),
+        ("scheduler", SCHEDULERS),
+    ):
         for name in names:
             data = yaml.safe_load((REPO / "configs" / group / f"{name}.yaml").read_text())
             for key, value in data.items():
@@ -153,14 +172,15 @@ def _numeric_options():
                     yield group, name, key, value
 
 
-OPTION_CASES = list(_numeric_options())
+OPTION_CASES = list(_numeric_options()) + UNSET_OPTIONS
 
 
 @pytest.mark.parametrize(
     "group,name,key,value", OPTION_CASES, ids=[f"{g}={n}-{k}" for g, n, k, _ in OPTION_CASES]
 )
-def test_every_numeric_model_and_dataset_option_refuses_bad_values(group, name, key, value):
-    from pdl_experiments import compat
+def test_every_numeric_option_of_a_target_group_refuses_bad_values(group, name, key, value):
+    """model, dataset, optimizer and scheduler options alike: signature, type and range."""
+    from pdl_experiments.config import checks as compat
 
     technique = (
         "attention"
@@ -169,11 +189,13 @@ def test_every_numeric_model_and_dataset_option_refuses_bad_values(group, name, 
         if name in ("gan_mlp", "dcgan")
         else "bn"
     )
-    from pdl_experiments.ranges import _OPTION_RANGES
+    from pdl_experiments.config.ranges import _OPTION_RANGES
 
     bads = _bad_values(_OPTION_RANGES[key][0]) if key in _OPTION_RANGES else [0]
+    plus = "+" if (group, name, key, value) in UNSET_OPTIONS else ""
     for bad in bads:
-        with as_pdl_run([f"technique={technique}", f"{group}={name}", f"{group}.{key}={bad}"]) as cfg:
+        override = f"{plus}{group}.{key}={bad}".replace(" ", "")
+        with as_pdl_run([f"technique={technique}", f"{group}={name}", override]) as cfg:
             with pytest.raises(ConfigError, match=rf"{group}\.{key}"):
                 cfg = typed(cfg)
                 validate(cfg)
@@ -181,7 +203,7 @@ def test_every_numeric_model_and_dataset_option_refuses_bad_values(group, name, 
 
 
 def test_a_wrong_type_names_the_key():
-    from pdl_experiments import compat
+    from pdl_experiments.config import checks as compat
 
     with as_pdl_run(["model=mlp", "model.hidden=abc"]) as cfg:
         with pytest.raises(ConfigError, match=r"model\.hidden=abc"):
@@ -214,3 +236,46 @@ def test_the_augmentation_preview_changes_nothing_of_the_run(tmp_path):
     without, _ = run_small(tmp_path, [*common, "augmentation.grid=false"], name="nogrid")
     keys = [k for k in with_grid if "acc" in k or "loss" in k]
     assert keys and {k: with_grid[k] for k in keys} == {k: without[k] for k in keys}
+
+
+def test_an_unknown_optimizer_or_scheduler_option_is_named_with_the_allowed_ones():
+    from pdl_experiments.config import checks as compat
+
+    for group, name, bad, allowed in (
+        ("optimizer", "sgd", "momentm", "lr, momentum, dampening, weight_decay, nesterov"),
+        ("scheduler", "step", "stepsize", "step_size, gamma"),
+    ):
+        with as_pdl_run([f"{group}={name}", f"+{group}.{bad}=1"]) as cfg:
+            with pytest.raises(ConfigError) as e:
+                cfg = typed(cfg)
+                validate(cfg)
+                compat.check_options(cfg[group], group)
+        message = str(e.value)
+        assert message.startswith(f"{group}.{bad} is not an option of ") and allowed in message, message
+        assert (
+            "params" not in message.split("expected one of", 1)[1].split(", ")[:1]
+        )  # passed in, not an option
+
+
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size"),
+        (["scheduler=step", "scheduler.gamma=0"], "scheduler.gamma"),
+        (["scheduler=cosine", "+scheduler.T_max=0"], "scheduler.T_max"),
+        (["optimizer.lr=-0.1"], "optimizer.lr"),
+        (["optimizer.weight_decay=-1"], "optimizer.weight_decay"),
+        (["optimizer=sgd", "optimizer.momentum=-0.5"], "optimizer.momentum"),
+        (["+optimizer.betas=[0.9,1.5]"], "optimizer.betas"),
+    ],
+)
+def test_pdl_run_refuses_a_bad_optimizer_or_scheduler_value_in_one_line(tmp_path, overrides, key):
+    """What a user types: exit 1, one line on stderr naming the key and what is allowed."""
+    from helpers import pdl_run
+
+    out = pdl_run([*overrides, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, timeout=120)
+    assert out.returncode == 1, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pdl-run: error: {key}="), out.stderr
+    assert "expected" in lines[0]
+    assert not (tmp_path / "run" / "checkpoints").exists()

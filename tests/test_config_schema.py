@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pdl_experiments.config import ConfigError, base_yaml, typed
+from pdl_experiments.config.schema import ConfigError, base_yaml, typed
 
 from helpers import REPO, compose
 

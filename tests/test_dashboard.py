@@ -4,7 +4,6 @@ CSV and MLflow loggers, each read back through the tool's own API."""
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 import subprocess
 
@@ -122,7 +121,7 @@ def test_help_into_a_closed_pipe_is_quiet(tmp_path, reader):
 def test_job_names_keep_only_the_swept_keys():
     from omegaconf import OmegaConf
 
-    from pdl_experiments.jobnames import job_dirname, swept_keys
+    from pdl_experiments.sweeps.jobnames import job_dirname, swept_keys
 
     assert swept_keys(
         ["optimizer.lr=0.01,0.1", "trainer.max_epochs=1", "logger=[tensorboard,mlflow]", "seed=range(3)"],
@@ -264,11 +263,11 @@ def test_mlflow_names_are_sanitized():
 
 
 def test_headline_is_a_handful_led_by_test_acc():
-    from pdl_experiments.outputs import headline
+    from pdl_experiments.run.outputs import headline
 
     everything = {k: 0.5 for k in ("test/acc", "val/acc", "test/loss", "val/loss", "run/wall_s")}
     for name in TECHNIQUES:
-        module = importlib.import_module(f"pdl_experiments.techniques.{name}")
-        keys = list(headline({**everything, **{k: 1.0 for k in module.HEADLINE}}, name))
-        assert keys[0] in ("test/acc", module.HEADLINE[0]) and 3 <= len(keys) <= 8, (name, keys)
+        own = TECHNIQUES[name].obj.headline
+        keys = list(headline({**everything, **{k: 1.0 for k in own}}, own))
+        assert keys[0] in ("test/acc", own[0]) and 3 <= len(keys) <= 8, (name, keys)
         assert "run/wall_s" not in keys

@@ -16,7 +16,7 @@ import torch
 
 from pdl_experiments.config import ConfigError
 from pdl_experiments.data import FixedBatches, LimitedLoader, TensorLoader, first_batches, limit_count
-from pdl_experiments.debug import OVERFIT_TARGET, TRACE_FILE
+from pdl_experiments.run.debug import OVERFIT_TARGET, TRACE_FILE
 from pdl_experiments.techniques import TECHNIQUES
 from pdl_experiments.training.trainer import Trainer
 

@@ -16,8 +16,8 @@ from torch import nn
 
 from pdl_experiments.config import ConfigError
 from pdl_experiments.data import TensorLoader
-from pdl_experiments.distributed import convert_sync_bn
-from pdl_experiments.launch import assign_gpus
+from pdl_experiments.parallel.distributed import convert_sync_bn
+from pdl_experiments.parallel.launch import assign_gpus
 
 from helpers import ENV, PY, pdl_run, run_small
 

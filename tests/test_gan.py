@@ -7,9 +7,12 @@ import json
 import pytest
 import torch
 
-from pdl_experiments.models.gan import GAN_MODELS
+import pdl_experiments.models  # noqa: F401  (fills the registry)
+from pdl_experiments.registry import MODELS
 
 from helpers import compose, run_small
+
+GAN_MODELS = {e.name: e.target for e in MODELS.entries() if e.kind == "image_generator"}
 
 # A tiny budget: 300 training digits (10 GAN batches of 32, 5 judge batches of 64), a 2-epoch
 # judge, 3 GAN epochs.
@@ -118,7 +121,7 @@ def test_bad_gan_configs_fail_before_training(tmp_path, cache):
     assert not (tmp_path / "cnn" / "checkpoints").exists()  # nothing trained
     with pytest.raises(Exception) as bad_loss:
         compose(["technique=gan", "gan.loss=wasserstein"])
-    from pdl_experiments.cli import one_line
+    from pdl_experiments.cli.messages import one_line
 
     assert "nonsaturating" in one_line(bad_loss.value)  # the line pdl-run prints names the choices
 

@@ -84,7 +84,7 @@ def test_every_op_keeps_the_shape():
 def test_unknown_op_names_the_allowed_ones():
     with pytest.raises(ValueError, match="unknown op 'conv_7x7'; allowed: conv_3x3, .*none"):
         check_ops(["conv_3x3", "conv_7x7"])
-    from pdl_experiments.cli import one_line
+    from pdl_experiments.cli.messages import one_line
 
     with pytest.raises(Exception) as err:
         compose(["technique=nas", "nas.ops=[conv_3x3,conv_7x7]"])
@@ -262,7 +262,7 @@ def test_search_derive_retrain(searched):
 def test_load_run_rebuilds_the_derived_network(searched):
     from pdl_experiments import load_run
     from pdl_experiments.data import TensorLoader
-    from pdl_experiments.techniques.base import classification_metrics
+    from pdl_experiments.training.task import classification_metrics
 
     metrics, run_dir = searched
     loaded = load_run(run_dir)

@@ -505,7 +505,7 @@ def test_a_stopped_search_resumes_with_the_same_command(tmp_path: Path) -> None:
 
 
 def test_an_epoch_hook_stops_the_run_with_last_pt(tmp_path, monkeypatch) -> None:
-    from pdl_experiments import hpo
+    from pdl_experiments.sweeps import hpo
     from pdl_experiments.training import StopRun
 
     from helpers import run_small

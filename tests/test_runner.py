@@ -78,7 +78,7 @@ def test_bad_overrides_fail_at_composition(override, error):
 
 # ---------------------------------------------------------------- augmentation
 def _aug(**kw):
-    from pdl_experiments.config import AugmentationConfig
+    from pdl_experiments.config.schema import AugmentationConfig
     from pdl_experiments.data.augment import build_augmentation
 
     cfg = AugmentationConfig(**kw)
@@ -99,7 +99,7 @@ def test_each_augmentation_changes_images_and_keeps_range(op):
 
 
 def test_no_augmentation_is_none_and_saturation_on_grayscale_is_an_error():
-    from pdl_experiments.config import AugmentationConfig
+    from pdl_experiments.config.schema import AugmentationConfig
     from pdl_experiments.data.augment import AugmentationError, build_augmentation
 
     assert build_augmentation(AugmentationConfig(), (1, 8, 8)) is None

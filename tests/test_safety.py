@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from pdl_experiments.loading import evaluate_run, load_run
-from pdl_experiments.safety import UntrustedConfig
+from pdl_experiments.loading.safety import UntrustedConfig
 
 from helpers import ENV, PY, pdl_run, run_small
 
@@ -194,7 +194,7 @@ def test_oversized_or_exploding_files_are_refused(tmp_path, honest, what):
     if what in ("big_config", "alias_bomb", "big_metrics"):
         with pytest.raises(UntrustedConfig, match="refused"):
             load_run(run_dir)
-    from pdl_experiments.report import report
+    from pdl_experiments.sweeps.summary import report
 
     if what in ("big_metrics", "big_overrides"):
         with pytest.raises(UntrustedConfig, match="refused"):

@@ -26,7 +26,7 @@ def _task(model: str = "cnn"):
     from hydra.utils import instantiate
 
     from pdl_experiments.models import BatchNormSpec, build_model
-    from pdl_experiments.techniques.base import ClassificationTask
+    from pdl_experiments.training.task import ClassificationTask
 
     cfg = compose([f"model={model}"])
     data = instantiate(cfg.dataset, _convert_="all")
@@ -125,9 +125,9 @@ def test_synthetic_data_is_learnable_through_the_runner(tmp_path):
 
 def test_synthetic_options_are_checked_before_any_work():
     from pdl_experiments.config import ConfigError
+    from pdl_experiments.config.ranges import validate
     from pdl_experiments.data import DataError
     from pdl_experiments.data.synthetic import load_synthetic
-    from pdl_experiments.ranges import validate
 
     with pytest.raises(ConfigError, match=r"dataset\.noise"):
         validate(compose(["dataset=synthetic", "dataset.noise=-1"]))

@@ -67,7 +67,7 @@ def test_pdl_report_over_single_runs(tmp_path):
 
 # The plot of a sweep over a numeric axis spanning 10x or more is drawn on a log scale.
 def test_log_scale_rule():
-    from pdl_experiments.report import log_scale
+    from pdl_experiments.sweeps.summary import log_scale
 
     assert log_scale([0.001, 0.01, 0.1])
     assert log_scale([1, 10])
@@ -79,7 +79,7 @@ def test_log_scale_rule():
 def test_lr_sweep_plot_has_a_log_x_axis(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 
-    from pdl_experiments import report
+    from pdl_experiments.sweeps import summary as report
 
     sweep = tmp_path / "sweep"
     p = pdl_run(
@@ -110,7 +110,7 @@ def test_summary_prints_error_messages_with_brackets_as_text(tmp_path):
 
     from rich.console import Console
 
-    from pdl_experiments.report import report
+    from pdl_experiments.sweeps.summary import report
 
     error = "model.channels=[0] must be positive [/bold] (allowed: [1, ...])"
     for i, status in enumerate([{"status": "failed", "error": error}, {"status": "done"}]):

@@ -33,7 +33,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from pdl_experiments import hpo
+from pdl_experiments.errors import PdlError
+from pdl_experiments.sweeps import hpo
 
 from ._space import fixed_line, grid, grid_size, override_line, search_space
 
@@ -51,7 +52,7 @@ _TEST_METRIC = re.compile(r"(^|[/_])test([/_]|$)")
 _LOWER_IS_BETTER = re.compile(r"loss|err|fid|latency|time|wall")
 
 
-class SweeperError(ValueError):
+class SweeperError(PdlError, ValueError):
     """A sweep that cannot start or go on (a wrong setting, a missing metric)."""
 
 

@@ -32,8 +32,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..errors import PdlError
 
-class AugmentationError(ValueError):
+
+class AugmentationError(PdlError, ValueError):
     """An augmentation that cannot apply to this data (one line, says what to do)."""
 
 

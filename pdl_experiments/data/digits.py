@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..compat import declare
-from . import DataInfo, DataSplits, channel_stats, stratified_split, take_subset
+from ..registry import DATASETS
+from .splits import DataInfo, DataSplits, channel_stats, stratified_split, take_subset
 
 
-@declare("image")
+@DATASETS.register("digits", kind="image")
 def load_digits(
     val_fraction: float = 0.15,
     test_fraction: float = 0.2,

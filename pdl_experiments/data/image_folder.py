@@ -19,8 +19,8 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from ..compat import declare
-from . import DataError, DataInfo, DataSplits, channel_stats, stratified_split, take_subset
+from ..registry import DATASETS
+from .splits import DataError, DataInfo, DataSplits, channel_stats, stratified_split, take_subset
 from .vision import assemble_splits, check_fraction, one_line, resolve_root
 
 log = logging.getLogger("pdl_experiments")
@@ -89,7 +89,7 @@ def _read_all(paths: list[str], image_size: int, grayscale: bool) -> torch.Tenso
     return torch.from_numpy(out)
 
 
-@declare("image")
+@DATASETS.register("image_folder", kind="image")
 def load_image_folder(
     root: str,
     image_size: int = 32,

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from . import DataError
+from .splits import DataError
 
 # --------------------------------------------------------------------------------------
 # Shared by the readers (vision.py uses one_line, present and RawData too)

@@ -20,7 +20,8 @@ from functools import partial
 
 import torch
 
-from . import DataError, DataInfo, DataSplits
+from ..registry import DATASETS
+from .splits import DataError, DataInfo, DataSplits
 
 PAD, BOS, FIRST_SYMBOL = 0, 1, 2
 TASKS = ("copy", "reverse", "sort")
@@ -63,8 +64,8 @@ def make_sequences(
 load_copy = partial(make_sequences, "copy")
 load_reverse = partial(make_sequences, "reverse")
 load_sort = partial(make_sequences, "sort")
-for _loader in (load_copy, load_reverse, load_sort):
-    _loader.KIND = "sequence"  # type: ignore[attr-defined]  # what techniques need (compat.py)
+for _name, _loader in (("copy", load_copy), ("reverse", load_reverse), ("sort", load_sort)):
+    DATASETS.add(_name, _loader, kind="sequence", target=f"{__name__}.load_{_name}")
 
 
 def target_of(task: str, x: torch.Tensor) -> torch.Tensor:

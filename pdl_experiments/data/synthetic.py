@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..compat import declare
-from . import DataError, DataSplits
+from ..registry import DATASETS
+from .splits import DataError, DataSplits
 from .vision import assemble_splits
 
 SHAPES: dict[str, tuple[int, int, int]] = {
@@ -30,7 +30,7 @@ SHAPES: dict[str, tuple[int, int, int]] = {
 _CHUNK = 4096  # images generated at a time (float32 working memory: 4096 x 3x64x64 = 200 MB)
 
 
-@declare("image")
+@DATASETS.register("synthetic", kind="image")
 def load_synthetic(
     shape: str = "cifar10",
     n_train: int = 5000,

@@ -30,9 +30,9 @@ from functools import partial
 
 import torch
 
-from ..compat import declare
-from . import DataError, DataInfo, DataSplits, channel_stats, stratified_split, take_subset
+from ..registry import DATASETS
 from .readers import RawData, one_line, present, read_cifar, read_mnist_like, read_svhn
+from .splits import DataError, DataInfo, DataSplits, channel_stats, stratified_split, take_subset
 
 FIX_HINT = "run with dataset.download=true, or point dataset.root / PDL_DATA_ROOT at it"
 
@@ -246,7 +246,7 @@ SOURCES: dict[str, _Source] = {
 }
 
 
-@declare("image")
+@DATASETS.register("vision", kind="image")
 def load_vision(
     name: str,
     root: str = "data",

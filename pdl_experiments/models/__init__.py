@@ -1,5 +1,10 @@
 """A small, readable model zoo. Models are built from the config's `model._target_` with
-the dataset's `info` and the batch-norm switch `norm`, so one config fits every dataset."""
+the dataset's `info` and the batch-norm switch `norm`, so one config fits every dataset.
+
+Every model of the zoo registers itself in `registry.MODELS` with its kind (an image
+classifier, a sequence-to-sequence model, an image generator); importing this package
+imports them all, so the registry lists the whole zoo (the tests build every entry).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,9 @@ from typing import Any
 
 from torch import nn
 
+from . import cnn, gan, mlp, plain_deep, resnet, seq2seq, transformer, vgg  # noqa: F401  (each registers itself)
 from .common import count_params
 from .norm import BatchNormSpec, CourseBatchNorm
-
-# name -> class path: the zoo, listed (tests build every entry).
-IMAGE_MODELS = {
-    "mlp": "pdl_experiments.models.mlp.MLP",
-    "cnn": "pdl_experiments.models.cnn.SmallCNN",
-    "vgg": "pdl_experiments.models.vgg.VGG",
-    "resnet": "pdl_experiments.models.resnet.ResNet",
-    "plain_deep": "pdl_experiments.models.plain_deep.PlainDeep",
-}
 
 
 def build_model(model_cfg: Any, info, norm: BatchNormSpec, **extra) -> nn.Module:
@@ -29,4 +26,4 @@ def build_model(model_cfg: Any, info, norm: BatchNormSpec, **extra) -> nn.Module
     return factory(info=info, norm=norm, **extra)
 
 
-__all__ = ["BatchNormSpec", "CourseBatchNorm", "IMAGE_MODELS", "build_model", "count_params"]
+__all__ = ["BatchNormSpec", "CourseBatchNorm", "build_model", "count_params"]

@@ -6,17 +6,17 @@ import torch
 from torch import nn
 
 from ..data import DataInfo
+from ..registry import MODELS
 from .common import classifier_head, conv_bn_relu, image_input
 from .norm import BatchNormSpec
 
 
+@MODELS.register("cnn", kind="image_classifier")
 class SmallCNN(nn.Module):
     """[conv3x3 -> BN -> ReLU -> maxpool2] per width, then global average pool and an MLP head.
 
     Pools stop once the map is 2x2, so the same net fits 8x8 digits and 32x32 CIFAR.
     """
-
-    KIND = "image_classifier"  # what techniques need it for (compat.py)
 
     def __init__(
         self,

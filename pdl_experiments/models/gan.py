@@ -20,16 +20,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..compat import declare
 from ..data import DataInfo
+from ..registry import MODELS
 from .common import Normalize
 from .norm import BatchNormSpec, is_norm
-
-# name -> builder: the GAN zoo, listed (tests build every entry on several image sizes).
-GAN_MODELS = {
-    "dcgan": "pdl_experiments.models.gan.dcgan",
-    "gan_mlp": "pdl_experiments.models.gan.mlp_gan",
-}
 
 
 class GAN(nn.Module):
@@ -127,7 +121,7 @@ class ConvDiscriminator(nn.Module):
         return self.head(torch.flatten(self.features(self.normalize(x)), 1)).squeeze(1)
 
 
-@declare("image_generator")
+@MODELS.register("dcgan", kind="image_generator")
 def dcgan(
     info: DataInfo, norm: BatchNormSpec, latent_dim: int = 64, width: int = 64, dropout: float = 0.0
 ) -> GAN:
@@ -184,7 +178,7 @@ class MLPDiscriminator(nn.Module):
         return self.net(self.normalize(x)).squeeze(1)
 
 
-@declare("image_generator")
+@MODELS.register("gan_mlp", kind="image_generator")
 def mlp_gan(
     info: DataInfo,
     norm: BatchNormSpec,

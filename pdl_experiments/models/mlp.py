@@ -6,14 +6,14 @@ import torch
 from torch import nn
 
 from ..data import DataInfo
+from ..registry import MODELS
 from .common import Normalize
 from .norm import BatchNormSpec
 
 
+@MODELS.register("mlp", kind="image_classifier")
 class MLP(nn.Module):
     """Flatten -> [Linear -> BN -> ReLU -> Dropout] * len(hidden) -> Linear."""
-
-    KIND = "image_classifier"  # what techniques need it for (compat.py)
 
     def __init__(
         self,

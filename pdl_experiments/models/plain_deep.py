@@ -4,12 +4,14 @@ import torch
 from torch import nn
 
 from ..data import DataInfo
+from ..registry import MODELS
 from .common import Normalize
 from .norm import BatchNormSpec
 
 INITS = ("normal", "kaiming", "torch")
 
 
+@MODELS.register("plain_deep", kind="image_classifier")
 class PlainDeep(nn.Module):
     """`depth` conv3x3 blocks in a row, no skip connections, no pooling: the net BN is for.
 
@@ -27,8 +29,6 @@ class PlainDeep(nn.Module):
     keeps PyTorch's default (uniform, Var = 1 / (3 fan_in)), which shrinks the signal only
     mildly and trains without BN too, just more slowly.
     """
-
-    KIND = "image_classifier"  # what techniques need it for (compat.py)
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..data import DataInfo
+from ..registry import MODELS
 from .common import Normalize, conv_bn_relu
 from .norm import BatchNormSpec
 
@@ -29,14 +30,13 @@ class BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
+@MODELS.register("resnet", kind="image_classifier")
 class ResNet(nn.Module):
     """Stem conv, then stages of BasicBlocks (widths w, 2w, 4w; stride 2 between stages).
 
     `self.blocks` is a flat ModuleList so layer-level pruning can drop any block whose
     input and output shapes agree (the ones without a projection shortcut).
     """
-
-    KIND = "image_classifier"  # what techniques need it for (compat.py)
 
     def __init__(
         self,

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..data import DataInfo
+from ..registry import MODELS
 from .attention import AdditiveAttention, DotAttention
 
 SCORES = ("dot", "additive")
@@ -41,8 +42,6 @@ class Seq2SeqModel(nn.Module):
     forward(src, tgt_in, return_attention=True)  -> (logits, {name: weights (B, T, S)})
     generate(src)                                -> (B, S) tokens, greedy, each fed back
     """
-
-    KIND = "seq2seq"  # what techniques need it for (compat.py)
 
     def __init__(self, info: DataInfo):
         super().__init__()
@@ -69,6 +68,7 @@ class Seq2SeqModel(nn.Module):
         raise NotImplementedError
 
 
+@MODELS.register("seq2seq", kind="seq2seq")
 class Seq2Seq(Seq2SeqModel):
     def __init__(
         self,

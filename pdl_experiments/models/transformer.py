@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..data import DataInfo
+from ..registry import MODELS
 from .attention import MultiHeadAttention, causal_mask, padding_mask
 from .seq2seq import Seq2SeqModel
 
@@ -77,6 +78,7 @@ class DecoderLayer(nn.Module):
         return y + self.ff(self.norm3(y)), past
 
 
+@MODELS.register("transformer", kind="seq2seq")
 class Transformer(Seq2SeqModel):
     def __init__(
         self,

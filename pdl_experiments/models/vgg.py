@@ -6,14 +6,14 @@ import torch
 from torch import nn
 
 from ..data import DataInfo
+from ..registry import MODELS
 from .common import classifier_head, conv_bn_relu, image_input
 from .norm import BatchNormSpec
 
 
+@MODELS.register("vgg", kind="image_classifier")
 class VGG(nn.Module):
     """A small VGG: stacks of 3x3 convs separated by 2x2 max pools ("M" in the layout)."""
-
-    KIND = "image_classifier"  # what techniques need it for (compat.py)
 
     def __init__(
         self,

@@ -1,21 +1,24 @@
 """One file per technique, each read as its recipe: `run(ctx) -> dict` of final metrics.
 
-`TECHNIQUES` is the registry: the `technique` config group names one of its entries, run.py
-imports `pdl_experiments.techniques.<name>`, and the tests, scripts/bench.py and
-scripts/gpu_check.sh go over the list. Every technique module defines:
-
-* `run(ctx)`: the recipe, phase by phase, through the RunContext (context.py);
-* `check(ctx)`: the pre-flight check, raising ConfigError before any training.
-
-Optional module-level hooks used when a finished run is read back (loading.py):
-`load_model(cfg, data, ckpt, norm)` rebuilds the run's model from a checkpoint when the
-configured model alone cannot (a pruned architecture, a genotype), and
-`evaluate_model(model, data, cfg)` gives pdl-eval the technique's own test metrics.
-Helpers that are not techniques live beside them: base.py (Task), attacks.py,
-importance.py (pruning criteria), prune_report.py.
+Each technique registers itself in `registry.TECHNIQUES` at the end of its file: its recipe,
+what it needs (`Needs`: model and data kinds, one process only), its headline metrics and
+the optional hooks a finished run is read back with (`load_model(cfg, data, ckpt, norm)`
+rebuilds the run's model when the configured model alone cannot: a pruned architecture, a
+genotype; `evaluate_model(model, data, cfg)` gives pdl-eval the technique's own test
+metrics). Importing this package imports them all, so the registry lists every technique:
+the `technique` config group names one of its entries, and the tests, scripts/bench.py and
+scripts/gpu_check.sh go over the list. A technique's own pre-flight checks (what NEEDS
+cannot say) run at the top of its recipe, before any training. Helpers that are not
+techniques live beside them: attacks.py, importance.py (pruning criteria), prune_report.py.
 """
 
-TECHNIQUES = ("bn", "prune", "adv", "gan", "nas", "attention")
+from ..registry import TECHNIQUES
+
+# isort: off  (the registry's order is the course's order of the topics)
+from . import adv, attention, bn, gan, nas, prune  # noqa: F401  (each registers itself)
+
+# isort: on
+
 
 # Overrides that make one run of each technique take seconds on a CPU: the smoke runs of the
 # tests, scripts/bench.py and scripts/gpu_check.sh. Every technique has an entry.
@@ -32,3 +35,5 @@ QUICK: dict[str, list[str]] = {
     "nas": ["nas.search_epochs=1", "nas.retrain_epochs=1"],
     "attention": ["trainer.max_epochs=1"],
 }
+
+__all__ = ["QUICK", "TECHNIQUES"]

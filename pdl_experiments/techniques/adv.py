@@ -31,12 +31,13 @@ from torch import nn
 
 from ..config import ConfigError
 from ..data import as_float
+from ..registry import MODELS, TECHNIQUES, Needs, Technique
+from ..training.task import ClassificationTask, Task, classification_metrics
 from .attacks import ATTACKS, AttackSpec, attacked_predictions, perturb, predict
-from .base import ClassificationTask, Task, classification_metrics
 
 log = logging.getLogger("pdl_experiments")
 
-NEEDS = {"model": ("image_classifier",), "data": ("image",)}  # models and data it works with (compat.py)
+NEEDS = Needs(model=("image_classifier",), data=("image",))  # what it works with (config/checks.py)
 
 ATTACK_SEED_OFFSET = 4242  # PGD's random starts in evaluation: fixed, off the global RNG
 # Headline metrics besides test/val acc and loss (outputs.headline: the HPARAMS columns).
@@ -149,8 +150,6 @@ def whitebox(
 
 def blackbox(ctx, target: nn.Module, holdout, surrogate_name: str, eps_list: list[float]) -> dict[str, float]:
     """Train a surrogate on the attacker's data, transfer its adversarial examples to the target."""
-    from ..models import IMAGE_MODELS
-
     cfg = ctx.cfg.adv
     queries = str(cfg.surrogate_data) == "queries"
     x_h, y_h = holdout
@@ -158,7 +157,7 @@ def blackbox(ctx, target: nn.Module, holdout, surrogate_name: str, eps_list: lis
     if queries:
         # The "call its API" route: the attacker owns images, the target labels them.
         y_h, y_v = predict(target, x_h), predict(target, x_v)
-    surrogate = ctx.build_model({"_target_": IMAGE_MODELS[surrogate_name]})
+    surrogate = ctx.build_model({"_target_": MODELS[surrogate_name].target})
     task = SurrogateTask(target, surrogate)
     ctx.fit(
         task,
@@ -279,18 +278,13 @@ def evaluate_model(model: nn.Module, data, cfg) -> dict[str, float]:
 # ----------------------------------------------------------------------------- helpers
 def check(ctx) -> str:
     """Fail before any training on what the config types cannot catch; the surrogate's name."""
-    from ..models import IMAGE_MODELS
-
     cfg = ctx.cfg.adv
-    if ctx.data.info.kind != "image":
-        raise ConfigError(
-            f"technique=adv needs an image dataset; {ctx.data.info.name} is a {ctx.data.info.kind} task"
-        )
+    classifiers = MODELS.names(("image_classifier",))
     name = cfg.surrogate_model
     if name is None:
-        name = "cnn" if ctx.cfg.model.get("_target_") == IMAGE_MODELS["mlp"] else "mlp"
-    if name not in IMAGE_MODELS:
-        raise ConfigError(f"adv.surrogate_model={name}: expected one of {', '.join(IMAGE_MODELS)}")
+        name = "cnn" if ctx.cfg.model.get("_target_") == MODELS["mlp"].target else "mlp"
+    if name not in classifiers:
+        raise ConfigError(f"adv.surrogate_model={name}: expected one of {', '.join(classifiers)}")
     return str(name)
 
 
@@ -431,3 +425,8 @@ def _examples_figure(plt, ctx, target, n: int):
     )
     fig.tight_layout()
     return fig
+
+
+TECHNIQUES.add(
+    "adv", Technique("adv", run=run, needs=NEEDS, headline=HEADLINE, evaluate_model=evaluate_model)
+)

@@ -27,11 +27,12 @@ from ..data import DataSplits, TensorLoader
 from ..data.sequences import source_positions
 from ..models import count_params
 from ..models.seq2seq import Seq2Seq, Seq2SeqModel
-from .base import Task
+from ..registry import TECHNIQUES, Needs, Technique
+from ..training.task import Task
 
 log = logging.getLogger("pdl_experiments")
 
-NEEDS = {"model": ("seq2seq",), "data": ("sequence",)}  # models and data it works with (compat.py)
+NEEDS = Needs(model=("seq2seq",), data=("sequence",))  # what it works with (config/checks.py)
 # Headline metrics besides test/val acc and loss (outputs.headline: the HPARAMS columns).
 HEADLINE = ("test/token_acc", "test/seq_acc", "val/token_acc", "val/seq_acc")
 
@@ -260,11 +261,6 @@ def heatmap_figure(
 def check(ctx) -> None:
     from hydra.utils import get_class
 
-    if ctx.data.info.kind != "sequence":
-        raise ConfigError(
-            "technique=attention needs a sequence dataset: dataset=copy|reverse|"
-            f"sort (got dataset {ctx.data.info.name})"
-        )
     target = str(ctx.cfg.model.get("_target_", ""))
     try:
         ok = issubclass(get_class(target), Seq2SeqModel)
@@ -295,3 +291,9 @@ def evaluate_model(model: Seq2SeqModel, data: DataSplits, cfg) -> dict[str, floa
         _, align = attention_alignment(model, data.test[0], pred, data.info.extra["task"])
         metrics.update(_headline_alignment(align))
     return metrics
+
+
+TECHNIQUES.add(
+    "attention",
+    Technique("attention", run=run, needs=NEEDS, headline=HEADLINE, evaluate_model=evaluate_model),
+)

@@ -26,22 +26,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ConfigError
 from ..data import as_float
 from ..models.common import weight_layers
-from .base import ClassificationTask
+from ..registry import TECHNIQUES, Needs, Technique
+from ..training.task import ClassificationTask
 
 HIST_MAX_VALUES = 4096  # histograms of a strided subset: the full tensors cost ~50x more
 # Headline metrics besides test/val acc and loss (outputs.headline: the HPARAMS columns).
 HEADLINE = ("bn/grad_ratio_first_last", "bn/act_std_last")
 LAYERS = "weight_layers"  # TensorBoard group of the per-layer diagnostics
 
-NEEDS = {"model": ("image_classifier",), "data": ("image",)}  # models and data it works with (compat.py)
+NEEDS = Needs(model=("image_classifier",), data=("image",))  # what it works with (config/checks.py)
 
 
 # ----------------------------------------------------------------------------- the recipe
 def run(ctx) -> dict[str, float]:
-    check(ctx)
     bn = ctx.cfg.bn
     model = ctx.build_model()
     x, y = ctx.data.train
@@ -61,14 +60,6 @@ def run(ctx) -> dict[str, float]:
             )
             ctx.logger.figure("bn/gradient_flow", gradient_figure(stats, title), task.step)
     return metrics
-
-
-def check(ctx) -> None:
-    if ctx.data.info.kind != "image":
-        raise ConfigError(
-            f"technique=bn trains image classifiers; dataset {ctx.data.info.name} is "
-            f"{ctx.data.info.kind} data: use dataset=digits|mnist|cifar10|... or technique=attention"
-        )
 
 
 @dataclass
@@ -231,3 +222,6 @@ def gradient_figure(stats: list[LayerStats], title: str):
         left=0.12, right=0.97, top=0.93, bottom=0.2, hspace=0.12
     )  # no tight_layout: a draw less
     return fig
+
+
+TECHNIQUES.add("bn", Technique("bn", run=run, needs=NEEDS, headline=HEADLINE))

@@ -38,17 +38,18 @@ from ..config import ConfigError
 from ..data import as_float
 from ..models import BatchNormSpec, build_model, count_params
 from ..models.gan import GAN
-from .base import ClassificationTask, Task, classification_metrics
+from ..registry import TECHNIQUES, Needs, Technique
+from ..training.task import ClassificationTask, Task, classification_metrics
 
 log = logging.getLogger("pdl_experiments")
 
-NEEDS = {
-    "model": ("image_generator",),
-    "data": ("image",),
-    # trainer.devices > 1 is refused, saying why (compat.py)
-    "one_process": "steps its generator and discriminator with optimizers of their own, which "
+NEEDS = Needs(
+    model=("image_generator",),
+    data=("image",),
+    # trainer.devices > 1 is refused, saying why (config/checks.py)
+    one_process="steps its generator and discriminator with optimizers of their own, which "
     "DistributedDataParallel (one backward per step) does not cover",
-}  # models and data it works with, and one process only (compat.py)
+)  # what it works with, and one process only
 
 # The judge: the zoo's SmallCNN with a 64-wide penultimate layer (the FID feature space),
 # always with batch norm so `bn.enabled=false` on the GAN does not change the ruler.
@@ -355,11 +356,11 @@ def build_gan(cfg, info, norm: BatchNormSpec) -> GAN:
 
 
 def check(ctx) -> None:
-    info = ctx.data.info
-    if info.kind != "image" or info.num_classes < 2:
+    info = ctx.data.info  # image data: NEEDS, checked before the run
+    if info.num_classes < 2:
         raise ConfigError(
-            f"technique=gan needs a labelled image dataset (the judge is a "
-            f"classifier); dataset {info.name} is {info.kind} data"
+            f"technique=gan needs a labelled image dataset (the judge is a classifier); "
+            f"dataset {info.name} has {info.num_classes} class"
         )
 
 
@@ -422,3 +423,11 @@ def evaluate_model(model: GanTask, data, cfg) -> dict[str, float]:
     """pdl-eval: the test FID and class shares again, on the same noise as the run."""
     fake = model.sample(model.n_samples, TEST_NOISE)
     return {f"gan/{k}": v for k, v in model.quality(as_float(data.test[0]), fake).items()}
+
+
+TECHNIQUES.add(
+    "gan",
+    Technique(
+        "gan", run=run, needs=NEEDS, headline=HEADLINE, load_model=load_model, evaluate_model=evaluate_model
+    ),
+)

@@ -45,18 +45,19 @@ from ..models.darts import (
     random_genotype,
     skip_count,
 )
+from ..registry import TECHNIQUES, Needs, Technique
 from ..training.checkpoint import CheckpointError
-from .base import ClassificationTask, Task, classification_metrics
+from ..training.task import ClassificationTask, Task, classification_metrics
 
 log = logging.getLogger("pdl_experiments")
 
-NEEDS = {
-    "model": None,  # builds its own network: no model group (compat.py)
-    "data": ("image",),
-    # trainer.devices > 1 is refused, saying why (compat.py)
-    "one_process": "steps the architecture and the weights with optimizers of their own (DARTS), "
+NEEDS = Needs(
+    model=None,  # builds its own network: no model group (config/checks.py)
+    data=("image",),
+    # trainer.devices > 1 is refused, saying why (config/checks.py)
+    one_process="steps the architecture and the weights with optimizers of their own (DARTS), "
     "which DistributedDataParallel (one backward per step) does not cover",
-}
+)
 # Headline metrics besides test/val acc and loss (outputs.headline: the HPARAMS columns).
 HEADLINE = ("nas/skip_count",)
 
@@ -95,11 +96,6 @@ def run(ctx) -> dict[str, float]:
 def check(ctx) -> list[str]:
     nas = ctx.cfg.nas
     ops = [str(o) for o in nas.ops]
-    if ctx.data.info.kind != "image":
-        raise ConfigError(
-            f"technique=nas searches image classifiers; dataset "
-            f"{ctx.data.info.name} is {ctx.data.info.kind} data"
-        )
     if len(set(ops)) != len(ops) or all(o == "none" for o in ops):
         raise ConfigError(
             f"nas.ops=[{','.join(ops)}]: expected distinct operations, at least one besides none"
@@ -420,3 +416,6 @@ def load_model(cfg, data, ckpt: dict, norm) -> torch.nn.Module:
     model = DerivedNetwork(data.info, norm, genotype, int(cfg.nas.cells), int(cfg.nas.channels))
     model.load_state_dict(submodule_state(ckpt["task"]))
     return model
+
+
+TECHNIQUES.add("nas", Technique("nas", run=run, needs=NEEDS, headline=HEADLINE, load_model=load_model))

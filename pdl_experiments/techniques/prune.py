@@ -41,14 +41,15 @@ from ..models import build_model
 from ..models.common import blocks_removed, removable_blocks, weight_layers
 from ..models.reshape import drop_absent_blocks, reshape_to_state_dict
 from ..models.sparse import attach_masks_for, attach_packing, effective_weight, make_permanent
+from ..registry import TECHNIQUES, Needs, Technique
 from ..training.checkpoint import CheckpointError, resolve_checkpoint
-from .base import ClassificationTask
+from ..training.task import ClassificationTask
 from .importance import bn_scales, classifier, filter_criteria, fisher_ratio
 from .prune_report import describe, report
 
 log = logging.getLogger("pdl_experiments")
 
-NEEDS = {"model": ("image_classifier",), "data": ("image",)}  # models and data it works with (compat.py)
+NEEDS = Needs(model=("image_classifier",), data=("image",))  # what it works with (config/checks.py)
 
 DEFAULT_RATIO = {"weight": 0.9, "filter": 0.5}
 # Headline metrics besides test/val acc and loss (outputs.headline: the HPARAMS columns).
@@ -398,3 +399,6 @@ def load_model(cfg, data, ckpt: dict, norm) -> nn.Module:
     task.load_state_dict(ckpt["task"])
     make_permanent(task.model)
     return task.model
+
+
+TECHNIQUES.add("prune", Technique("prune", run=run, needs=NEEDS, headline=HEADLINE, load_model=load_model))

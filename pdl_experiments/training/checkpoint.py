@@ -15,12 +15,14 @@ from typing import Any
 
 import torch
 
+from ..errors import PdlError
+
 # 2: technique state as per-phase records, extra["phases"][name] (0.2). Format 1 (0.1)
 # checkpoints are read through _upgrade_v1.
 FORMAT_VERSION = 2
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(PdlError, RuntimeError):
     """A checkpoint that is missing, truncated, corrupted or of another run's kind."""
 
 

@@ -1,20 +1,24 @@
 """What a run's trainer reports and obeys besides its loop: the run's state (stop requests,
-phases done, technique state kept in checkpoints), a phase's result, and the exceptions that
-end a run (interrupted, stopped by a hook, a non-finite loss)."""
+phases done, technique state kept in checkpoints), a phase's result, the loop's typed state,
+and the exceptions that end a run (interrupted, stopped by a hook, a non-finite loss)."""
 
 from __future__ import annotations
 
 import signal
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
+
+from ..errors import PdlError, RunEnded
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(PdlError, RuntimeError):
     """The loss became NaN or infinite: the run cannot go on."""
 
 
-class Interrupted(Exception):
+class Interrupted(RunEnded):
     """SIGINT/SIGTERM arrived (or a sweep's stop request); last.pt has been written."""
 
     def __init__(self, signum: int, phase: str = "", epoch: int = 0):
@@ -23,7 +27,7 @@ class Interrupted(Exception):
         self.signum, self.phase, self.epoch = signum, phase, epoch
 
 
-class StopRun(Exception):
+class StopRun(RunEnded):
     """An epoch hook ended the run early (an Optuna pruner, say); last.pt has been written.
 
     A hook in `Trainer.epoch_hooks` raises it with the run's outcome (`status`, e.g. "pruned");
@@ -88,3 +92,45 @@ class FitResult:
     val: dict = field(default_factory=dict)  # last validation metrics
     time_s: float = 0.0
     stopped_early: bool = False
+
+
+@dataclass
+class LoopState:
+    """Where a phase's loop stands: saved in every checkpoint as "loop", restored on resume."""
+
+    epoch: int = 0  # epochs done
+    batch: int = 0  # batches done in the current epoch
+    global_step: int = 0  # runs on across phases
+    best: float | None = None  # the best value of the monitored metric so far
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the best one (early stopping)
+    elapsed: float = 0.0  # training seconds of this phase
+    epoch_gen_state: Any = None  # the loader generator's state at the current epoch's start
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoopState:
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
+@dataclass
+class PhaseRun:
+    """One call of Trainer.fit: what its steps share (the task, its loaders, the loop)."""
+
+    task: Any  # Task
+    train_loader: Any
+    val_loader: Any
+    phase: str
+    max_epochs: int
+    monitor: str
+    sign: float  # +1: higher is better (mode=max), -1: lower is better
+    schedulers: dict[str, Any]
+    loop: LoopState
+    result: FitResult
+    best_state: dict | None = None  # the weights of the best epoch so far
+    step: Callable[..., dict[str, Any]] | None = None  # the task's step (DDP-wrapped under several processes)
+    gen: Any = None  # the training loader's generator (its state keys each epoch's order)
+    progress: Any = None  # Progress
+    last_save: float = 0.0  # time.monotonic() of the last periodic last.pt

@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .. import distributed
+from ..parallel import distributed
 from . import speed
 from .checkpoint import FORMAT_VERSION, capture_rng, restore_rng, save_atomic
 from .progress import Progress
-from .state import FitResult, Interrupted, NonFiniteLossError, RunState, StopRun
+from .state import FitResult, Interrupted, LoopState, NonFiniteLossError, PhaseRun, RunState, StopRun
 
 if TYPE_CHECKING:
-    from ..techniques.base import Task
+    from .task import Task
 
 log = logging.getLogger("pdl_experiments")
 
@@ -101,15 +101,19 @@ class Trainer:
         resume: dict | None = None,
     ) -> FitResult:
         """Train one phase; `resume`: a checkpoint taken in this phase, to continue from."""
-        result = self._fit(task, train_loader, val_loader, phase, max_epochs, monitor, mode, resume)
-        self.train_time_s += result.time_s
-        return result
+        fit = self._begin(task, train_loader, val_loader, phase, max_epochs, monitor, mode, resume)
+        if resume is not None and self._resume(fit, resume):
+            self._finish_phase(fit, save=False)  # the phase had ended: its best weights, no training
+        else:
+            self._run_epochs(fit)
+            self._finish_phase(fit, save=True)
+        self.train_time_s += fit.result.time_s
+        return fit.result
 
-    def _fit(self, task, train_loader, val_loader, phase, max_epochs, monitor, mode, ckpt) -> FitResult:
+    # ------------------------------------------------------------------ the loop, step by step
+    def _begin(self, task, train_loader, val_loader, phase, max_epochs, monitor, mode, ckpt) -> PhaseRun:
+        """The task on its device with its optimizers and schedulers; the phase's loop state."""
         cfg = self.cfg
-        max_epochs = cfg.max_epochs if max_epochs is None else max_epochs
-        monitor = cfg.monitor if monitor is None else monitor
-        sign = 1.0 if str(mode or cfg.mode) == "max" else -1.0
         if ckpt is not None:  # e.g. pruned shapes: before the optimizers take the parameters
             task.restore_architecture(ckpt["task"])
         task.to(self.device)
@@ -118,168 +122,182 @@ class Trainer:
         schedulers = {}
         if self.make_scheduler is not None:
             schedulers = {n: self.make_scheduler(o) for n, o in self.optimizers.items()}
-        result = FitResult(phase=phase)
-        # The loop's state: saved in every checkpoint as "loop", restored on resume.
-        st: dict[str, Any] = {
-            "epoch": 0,
-            "batch": 0,
-            "global_step": self.global_step,
-            "best": None,
-            "best_epoch": 0,
-            "bad_epochs": 0,
-            "elapsed": 0.0,
-            "epoch_gen_state": None,
-        }
-        best_state = None
+        return PhaseRun(
+            task=task,
+            train_loader=train_loader,
+            val_loader=val_loader,
+            phase=phase,
+            max_epochs=cfg.max_epochs if max_epochs is None else max_epochs,
+            monitor=cfg.monitor if monitor is None else monitor,
+            sign=1.0 if str(mode or cfg.mode) == "max" else -1.0,
+            schedulers=schedulers,
+            loop=LoopState(global_step=self.global_step),
+            result=FitResult(phase=phase),
+        )
 
-        if ckpt is not None:
-            task.load_state_dict(ckpt["task"])
-            for n, o in self.optimizers.items():
-                o.load_state_dict(ckpt["optimizers"][n])
-            for n, s in schedulers.items():
-                s.load_state_dict(ckpt["schedulers"][n])
-            st.update(ckpt["loop"])
-            self.global_step = st["global_step"]
-            best_state = ckpt.get("best_state")
-            restore_rng(distributed.own_rng(ckpt))
-            log.info("resumed phase %r at epoch %d, batch %d", phase, st["epoch"], st["batch"])
-            if ckpt.get("phase_complete"):
-                result.epochs, result.time_s = st["epoch"], st["elapsed"]
-                result.best_value, result.best_epoch = st["best"], st["best_epoch"]
-                result.val = ckpt.get("val", {})
-                self._finish_phase(task, phase, best_state, st, schedulers, result, save=False)
-                return result
+    def _resume(self, fit: PhaseRun, ckpt: dict) -> bool:
+        """Weights, optimizers, schedulers, loop and RNG from a checkpoint of this phase;
+        True when the phase had already ended (its result is filled in)."""
+        fit.task.load_state_dict(ckpt["task"])
+        for n, o in self.optimizers.items():
+            o.load_state_dict(ckpt["optimizers"][n])
+        for n, s in fit.schedulers.items():
+            s.load_state_dict(ckpt["schedulers"][n])
+        fit.loop = LoopState.from_dict(ckpt["loop"])
+        self.global_step = fit.loop.global_step
+        fit.best_state = ckpt.get("best_state")
+        restore_rng(distributed.own_rng(ckpt))
+        log.info("resumed phase %r at epoch %d, batch %d", fit.phase, fit.loop.epoch, fit.loop.batch)
+        if not ckpt.get("phase_complete"):
+            return False
+        fit.result.val = ckpt.get("val", {})
+        return True
 
+    def _run_epochs(self, fit: PhaseRun) -> None:
+        """Epoch after epoch until max_epochs, early stopping, a stop request or a hook's StopRun."""
         # Under DDP the step goes through DistributedDataParallel, rebuilt every phase (a
         # pruned architecture is a new set of parameters); one process: the task's own step.
-        step = distributed.wrap_step(task, self.optimizers, self.device, bool(getattr(cfg, "sync_bn", False)))
-        gen = getattr(train_loader, "generator", None)
-        n_batches = len(train_loader)
-        bars = str(cfg.progress) if distributed.is_main() else "none"  # under DDP rank 0 shows it
-        progress = Progress(bars, phase, max_epochs, n_batches)
-        last_save = time.monotonic()
+        fit.step = distributed.wrap_step(
+            fit.task, self.optimizers, self.device, bool(getattr(self.cfg, "sync_bn", False))
+        )
+        fit.gen = getattr(fit.train_loader, "generator", None)
+        bars = str(self.cfg.progress) if distributed.is_main() else "none"  # under DDP rank 0 shows it
+        fit.progress = Progress(bars, fit.phase, fit.max_epochs, len(fit.train_loader))
+        fit.last_save = time.monotonic()
         try:
-            while st["epoch"] < max_epochs:
-                epoch = st["epoch"] + 1
+            while fit.loop.epoch < fit.max_epochs:
+                epoch = fit.loop.epoch + 1
                 self.epoch = epoch
-                if gen is not None:
-                    # The epoch's order comes from the generator state at its start; saving
-                    # that state lets a resume replay the same order and skip done batches.
-                    if st["epoch_gen_state"] is None:
-                        st["epoch_gen_state"] = gen.get_state()
-                    else:
-                        gen.set_state(st["epoch_gen_state"])
-                progress.start_epoch(epoch, st["batch"])
-                task.train()
-                # Per-step outputs, detached, reduced once at the end of the epoch: a running
-                # sum would cost a few tensor ops per step (~1% of a small CPU step).
-                outs: dict[str, list[torch.Tensor]] = {}
-                sizes: list[int] = []
-                checked = 0  # losses up to this index are known to be finite
-                seen = 0
-                t0 = time.perf_counter()
-                for batch in train_loader.iter_from(st["batch"]):
-                    with self.autocast():
-                        out = step(batch, self)
-                    loss = out["loss"]
-                    if not task.manual_optimization:
-                        self.optimize(loss)
-                    if self.first_step_at is None:
-                        self.first_step_at = time.time()
-                    st["batch"] += 1
-                    st["global_step"] += 1
-                    self.global_step = st["global_step"]
-                    if self.step_hooks:
-                        for step_hook in self.step_hooks:
-                            step_hook(self.global_step, out)
-                    n_samples = len(batch[1])
-                    seen += n_samples
-                    sizes.append(n_samples)
-                    for k, v in out.items():
-                        outs.setdefault(k, []).append(
-                            v.detach() if torch.is_tensor(v) else torch.tensor(float(v))
-                        )
-                    if st["global_step"] % self._log_every == 0:
-                        checked = self._check_finite(outs["loss"], checked, epoch, st["global_step"], phase)
-                    if self.logger is not None and st["global_step"] % self._log_every == 0:
-                        self.logger.scalars({"train/loss_step": loss.item()}, st["global_step"])
-                    progress.advance_batch()
-                    if distributed.agree_stop(self.state):  # under DDP: any rank's request, at the same step
-                        st["elapsed"] += time.perf_counter() - t0
-                        self._save_last(task, phase, st, schedulers, best_state, False)
-                        raise Interrupted(self.state.stop_signal or signal.SIGTERM, phase, epoch)
-                if "loss" in outs:
-                    self._check_finite(outs["loss"], checked, epoch, st["global_step"], phase)
-                distributed.sync_buffers(task)  # under DDP: rank 0's BN statistics on every rank
-                self._check_weights(task, epoch, st["global_step"], phase)
-                train_time = time.perf_counter() - t0
-                st["elapsed"] += train_time
-                st["batch"] = 0
-                st["epoch"] = epoch
-                if gen is not None:
-                    st["epoch_gen_state"] = gen.get_state()  # where the next epoch starts
-                for s in schedulers.values():
-                    s.step()
-
-                weights = torch.tensor(sizes, dtype=torch.float32)  # batch sizes: a sample-weighted mean
-                logs = {
-                    f"train/{k}": (torch.stack(v).float() @ weights.to(v[0].device)).item() / max(seen, 1)
-                    for k, v in outs.items()
-                }
-                logs["train/epoch_time_s"] = train_time
-                logs["train/samples_per_s"] = distributed.all_sum(seen) / max(train_time, 1e-9)
-                for n, o in self.optimizers.items():
-                    key = "lr" if n == "default" else f"lr/{n}"
-                    logs[key] = o.param_groups[0]["lr"]
-                if val_loader is not None:
-                    result.val = {f"val/{k}": v for k, v in self.evaluate(task, val_loader).items()}
-                    logs.update(result.val)
-                logs.update(task.on_epoch_end(self, epoch) or {})
-                logs = distributed.broadcast(logs)  # under DDP every rank decides on rank 0's numbers
-                if self.logger is not None:
-                    self.logger.scalars(logs, st["global_step"])
-
-                value = logs.get(monitor)
-                if value is not None and math.isfinite(value):
-                    if st["best"] is None or sign * value > sign * st["best"]:
-                        st["best"], st["best_epoch"], st["bad_epochs"] = value, epoch, 0
-                        best_state = _clone_state(task)
-                    else:
-                        st["bad_epochs"] += 1
-                shown = {k: logs[k] for k in ("train/loss", monitor) if k in logs}
-                progress.end_epoch(epoch, max_epochs, "  ".join(f"{k}={v:.4f}" for k, v in shown.items()))
-                try:
-                    # On rank 0 only under DDP; a StopRun reaches every rank.
-                    distributed.from_main(functools.partial(self._run_epoch_hooks, epoch, logs))
-                except StopRun as e:
-                    self._save_last(task, phase, st, schedulers, best_state, False)
-                    e.phase, e.epoch = phase, epoch
-                    raise
-
-                if distributed.agree_stop(self.state):
-                    self._save_last(task, phase, st, schedulers, best_state, False)
-                    raise Interrupted(self.state.stop_signal or signal.SIGTERM, phase, epoch)
-                if cfg.keep > 0:
-                    self._save_snapshot(task, phase, st, schedulers, best_state)
-                if distributed.broadcast(time.monotonic() - last_save > cfg.checkpoint_interval_s):
-                    self._save_last(task, phase, st, schedulers, best_state, False)
-                    last_save = time.monotonic()
-                if 0 < cfg.early_stopping_patience <= st["bad_epochs"]:
-                    log.info(
-                        "early stopping at epoch %d (%s did not improve for %d epochs)",
-                        epoch,
-                        monitor,
-                        st["bad_epochs"],
-                    )
-                    result.stopped_early = True
+                logs = self._train_epoch(fit, epoch)
+                logs = self._validate(fit, epoch, logs)
+                if self._end_epoch(fit, epoch, logs):
                     break
         finally:
-            progress.close()
+            fit.progress.close()
 
-        result.epochs, result.time_s = st["epoch"], st["elapsed"]
-        result.best_value, result.best_epoch = st["best"], st["best_epoch"]
-        self._finish_phase(task, phase, best_state, st, schedulers, result, save=True)
-        return result
+    def _train_epoch(self, fit: PhaseRun, epoch: int) -> dict[str, float]:
+        """One pass over the training loader (from the batch a resume left off at); the
+        epoch's train/ means, its time and throughput, the learning rates."""
+        st, task, step = fit.loop, fit.task, fit.step
+        assert step is not None  # set by _run_epochs
+        if fit.gen is not None:
+            # The epoch's order comes from the generator state at its start; saving that state
+            # lets a resume replay the same order and skip the batches already done.
+            if st.epoch_gen_state is None:
+                st.epoch_gen_state = fit.gen.get_state()
+            else:
+                fit.gen.set_state(st.epoch_gen_state)
+        fit.progress.start_epoch(epoch, st.batch)
+        task.train()
+        # Per-step outputs, detached, reduced once at the end of the epoch: a running sum
+        # would cost a few tensor ops per step (~1% of a small CPU step).
+        outs: dict[str, list[torch.Tensor]] = {}
+        sizes: list[int] = []
+        checked = 0  # losses up to this index are known to be finite
+        t0 = time.perf_counter()
+        for batch in fit.train_loader.iter_from(st.batch):
+            with self.autocast():
+                out = step(batch, self)
+            loss = out["loss"]
+            if not task.manual_optimization:
+                self.optimize(loss)
+            if self.first_step_at is None:
+                self.first_step_at = time.time()
+            st.batch += 1
+            st.global_step += 1
+            self.global_step = st.global_step
+            if self.step_hooks:
+                for step_hook in self.step_hooks:
+                    step_hook(self.global_step, out)
+            sizes.append(len(batch[1]))
+            for k, v in out.items():
+                outs.setdefault(k, []).append(v.detach() if torch.is_tensor(v) else torch.tensor(float(v)))
+            if st.global_step % self._log_every == 0:
+                checked = self._check_finite(outs["loss"], checked, epoch, st.global_step, fit.phase)
+                if self.logger is not None:
+                    self.logger.scalars({"train/loss_step": loss.item()}, st.global_step)
+            fit.progress.advance_batch()
+            if distributed.agree_stop(self.state):  # under DDP: any rank's request, at the same step
+                st.elapsed += time.perf_counter() - t0
+                self._save_last(fit, complete=False)
+                raise Interrupted(self.state.stop_signal or signal.SIGTERM, fit.phase, epoch)
+        if "loss" in outs:
+            self._check_finite(outs["loss"], checked, epoch, st.global_step, fit.phase)
+        distributed.sync_buffers(task)  # under DDP: rank 0's BN statistics on every rank
+        self._check_weights(task, epoch, st.global_step, fit.phase)
+        train_time = time.perf_counter() - t0
+        st.elapsed += train_time
+        st.batch = 0
+        st.epoch = epoch
+        if fit.gen is not None:
+            st.epoch_gen_state = fit.gen.get_state()  # where the next epoch starts
+        for s in fit.schedulers.values():
+            s.step()
+        return self._train_logs(outs, sizes, train_time)
+
+    def _train_logs(self, outs: dict[str, list[torch.Tensor]], sizes: list[int], train_time: float) -> dict:
+        """An epoch's train/<key> means (weighted by batch size), time, throughput, learning rates."""
+        seen = sum(sizes)
+        weights = torch.tensor(sizes, dtype=torch.float32)  # batch sizes: a sample-weighted mean
+        logs = {
+            f"train/{k}": (torch.stack(v).float() @ weights.to(v[0].device)).item() / max(seen, 1)
+            for k, v in outs.items()
+        }
+        logs["train/epoch_time_s"] = train_time
+        logs["train/samples_per_s"] = distributed.all_sum(seen) / max(train_time, 1e-9)
+        for n, o in self.optimizers.items():
+            logs["lr" if n == "default" else f"lr/{n}"] = o.param_groups[0]["lr"]
+        return logs
+
+    def _validate(self, fit: PhaseRun, epoch: int, logs: dict[str, float]) -> dict[str, float]:
+        """The epoch's val/ metrics and the task's own end-of-epoch scalars, logged."""
+        if fit.val_loader is not None:
+            fit.result.val = {f"val/{k}": v for k, v in self.evaluate(fit.task, fit.val_loader).items()}
+            logs.update(fit.result.val)
+        logs.update(fit.task.on_epoch_end(self, epoch) or {})
+        logs = distributed.broadcast(logs)  # under DDP every rank decides on rank 0's numbers
+        if self.logger is not None:
+            self.logger.scalars(logs, fit.loop.global_step)
+        return logs
+
+    def _end_epoch(self, fit: PhaseRun, epoch: int, logs: dict[str, float]) -> bool:
+        """Keep the best, run the epoch hooks, obey a stop, checkpoint; True to stop early."""
+        st = fit.loop
+        value = logs.get(fit.monitor)
+        if value is not None and math.isfinite(value):
+            if st.best is None or fit.sign * value > fit.sign * st.best:
+                st.best, st.best_epoch, st.bad_epochs = value, epoch, 0
+                fit.best_state = _clone_state(fit.task)
+            else:
+                st.bad_epochs += 1
+        shown = {k: logs[k] for k in ("train/loss", fit.monitor) if k in logs}
+        fit.progress.end_epoch(epoch, fit.max_epochs, "  ".join(f"{k}={v:.4f}" for k, v in shown.items()))
+        try:
+            # On rank 0 only under DDP; a StopRun reaches every rank.
+            distributed.from_main(functools.partial(self._run_epoch_hooks, epoch, logs))
+        except StopRun as e:
+            self._save_last(fit, complete=False)
+            e.phase, e.epoch = fit.phase, epoch
+            raise
+        if distributed.agree_stop(self.state):
+            self._save_last(fit, complete=False)
+            raise Interrupted(self.state.stop_signal or signal.SIGTERM, fit.phase, epoch)
+        if self.cfg.keep > 0:
+            self._save_snapshot(fit)
+        if distributed.broadcast(time.monotonic() - fit.last_save > self.cfg.checkpoint_interval_s):
+            self._save_last(fit, complete=False)
+            fit.last_save = time.monotonic()
+        patience = self.cfg.early_stopping_patience
+        if 0 < patience <= st.bad_epochs:
+            log.info(
+                "early stopping at epoch %d (%s did not improve for %d epochs)",
+                epoch,
+                fit.monitor,
+                st.bad_epochs,
+            )
+            fit.result.stopped_early = True
+            return True
+        return False
 
     def _run_epoch_hooks(self, epoch: int, logs: dict[str, float]) -> None:
         for hook in self.epoch_hooks:
@@ -323,27 +341,33 @@ class Trainer:
             task.train(was_training)
 
     # ------------------------------------------------------------------ checkpoints
-    def _finish_phase(self, task, phase, best_state, st, schedulers, result, save: bool) -> None:
-        if best_state is not None:
-            task.load_state_dict(best_state)  # end the phase on the best weights
+    def _finish_phase(self, fit: PhaseRun, *, save: bool) -> None:
+        """The phase's result; the task back on its best weights; last.pt and best.pt."""
+        st, result = fit.loop, fit.result
+        result.epochs, result.time_s = st.epoch, st.elapsed
+        result.best_value, result.best_epoch = st.best, st.best_epoch
+        if fit.best_state is not None:
+            fit.task.load_state_dict(fit.best_state)  # end the phase on the best weights
         if save:
-            self._save_last(task, phase, st, schedulers, best_state, True, result.val)
-            self.save_best(task, phase, st["best_epoch"], st["best"])
+            self._save_last(fit, complete=True, val=result.val)
+            self.save_best(fit.task, fit.phase, st.best_epoch, st.best)
             distributed.barrier()  # rank 0's files are there for every rank's next step
 
-    def _payload(self, task, phase, st, schedulers, best_state, complete, val=None, rngs=None) -> dict:
+    def _payload(
+        self, fit: PhaseRun, *, complete: bool, val: dict | None = None, rngs: list | None = None
+    ) -> dict:
         payload = {
             "format": FORMAT_VERSION,
             "technique": self.state.technique,
             "config": self.state.config_yaml,
-            "phase": phase,
+            "phase": fit.phase,
             "phase_complete": complete,
             "phases_done": list(self.state.phases_done),
-            "loop": dict(st),
-            "task": task.state_dict(),
+            "loop": fit.loop.to_dict(),
+            "task": fit.task.state_dict(),
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
-            "schedulers": {n: s.state_dict() for n, s in schedulers.items()},
-            "best_state": best_state,
+            "schedulers": {n: s.state_dict() for n, s in fit.schedulers.items()},
+            "best_state": fit.best_state,
             "rng": capture_rng() if rngs is None else rngs[0],
             "val": dict(val or {}),
             "extra": self.state.extra,
@@ -352,21 +376,18 @@ class Trainer:
             payload["rng_ranks"] = rngs  # under DDP each rank resumes its own random stream
         return payload
 
-    def _save_last(self, task, phase, st, schedulers, best_state, complete, val=None) -> None:
+    def _save_last(self, fit: PhaseRun, *, complete: bool, val: dict | None = None) -> None:
         rngs = distributed.gather(capture_rng())  # every rank takes part; rank 0 writes
         if distributed.is_main():
-            save_atomic(
-                self._payload(task, phase, st, schedulers, best_state, complete, val, rngs),
-                self.ckpt_dir / "last.pt",
-            )
+            save_atomic(self._payload(fit, complete=complete, val=val, rngs=rngs), self.ckpt_dir / "last.pt")
 
-    def _save_snapshot(self, task, phase, st, schedulers, best_state) -> None:
-        path = self.ckpt_dir / f"{phase}_epoch{st['epoch']:04d}.pt"
+    def _save_snapshot(self, fit: PhaseRun) -> None:
+        path = self.ckpt_dir / f"{fit.phase}_epoch{fit.loop.epoch:04d}.pt"
         rngs = distributed.gather(capture_rng())
         if not distributed.is_main():
             return
-        save_atomic(self._payload(task, phase, st, schedulers, best_state, False, rngs=rngs), path)
-        snaps = sorted(self.ckpt_dir.glob(f"{phase}_epoch*.pt"))
+        save_atomic(self._payload(fit, complete=False, rngs=rngs), path)
+        snaps = sorted(self.ckpt_dir.glob(f"{fit.phase}_epoch*.pt"))
         for old in snaps[: -self.cfg.keep]:
             old.unlink(missing_ok=True)
 

@@ -1,7 +1,7 @@
 """What a run asks of its surroundings: the device, the seeds, Hydra's runtime (the run dir,
 the group choices, the command line's overrides), a writable output directory.
 
-run.py's helpers, apart so that run.py reads as the run's flow.
+flow.py's helpers, apart so that the flow reads as the run's flow.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError
+from ..config import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:

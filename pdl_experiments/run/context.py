@@ -26,14 +26,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import distributed
-from .data import DataSplits, LimitedLoader, TensorLoader, first_batches, limit_batches, limit_count
+from ..data import DataSplits, LimitedLoader, TensorLoader, first_batches, limit_batches, limit_count
+from ..loading.safety import load_yaml_config
+from ..models import BatchNormSpec, build_model, count_params
+from ..parallel import distributed
+from ..training import FitResult, RunState, Trainer, load_checkpoint
+from ..training.checkpoint import CheckpointError
+from ..training.logger import RunLogger
 from .debug import DebugTools
-from .models import BatchNormSpec, build_model, count_params
-from .safety import load_yaml_config
-from .training import FitResult, RunState, Trainer, load_checkpoint
-from .training.checkpoint import CheckpointError
-from .training.logger import RunLogger
 
 
 @dataclass
@@ -94,7 +94,7 @@ class RunContext:
             self.state.phases_done = list(resume.get("phases_done", []))
         self.augment = None
         if data.info.kind == "image":
-            from .data.augment import build_augmentation
+            from ..data.augment import build_augmentation
 
             self.augment = build_augmentation(cfg.augmentation, data.info.in_shape)
         self.trainer = self._make_trainer()  # one per run: the step count runs on across phases

@@ -1,4 +1,5 @@
-"""What a technique gives the trainer: a Task (timm-style: the step returns a dict)."""
+"""What a technique gives the trainer: a Task (timm-style: the step returns a dict), and the
+classification task and metrics every image technique starts from."""
 
 from __future__ import annotations
 

@@ -1,17 +1,18 @@
 """What goes with what, checked once before anything is built, the same way for every technique.
 
-* Each model declares what it is (`KIND` on the class or factory: an image classifier, a
-  sequence-to-sequence model, an image generator); each dataset loader the kind of data it
-  gives (`KIND`: image or sequence); each technique what it needs (`NEEDS` in its module:
-  the model kinds and data kinds it works with; `model: None` when it builds its own;
-  `one_process: "<why>"` when it cannot train under DistributedDataParallel, so
+* Each model of the zoo and each dataset loader registers itself with its kind
+  (registry.py: `MODELS`, `DATASETS`); each technique says what it needs (`Technique.needs`:
+  the model kinds and data kinds it works with; `model=None` when it builds its own
+  network; `one_process="<why>"` when it cannot train under DistributedDataParallel, so
   trainer.devices > 1 or an outside launcher's several processes are refused, saying why).
-* A model's or loader's options are checked against its signature: no unknown option, and
-  each value of the type its annotation says (ranges are ranges.py's _OPTION_RANGES).
+* The options of every `_target_` group (model, dataset, optimizer, scheduler) are checked
+  against the signature of what it names: no unknown option, and each value of the type its
+  annotation says (ranges by option name: ranges.py's _OPTION_RANGES).
 
 A refusal is one line naming the choices and what would work instead, e.g.
 `technique=bn trains image classifiers; model=transformer is a sequence-to-sequence model:
-use technique=attention, or model=cnn|mlp|plain_deep|resnet|vgg`.
+use technique=attention, or model=cnn|mlp|plain_deep|resnet|vgg`. The registries are filled
+from above (the run imports the techniques, which import the models and loaders).
 """
 
 from __future__ import annotations
@@ -25,90 +26,77 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError
+from ..registry import DATA_KINDS, DATASETS, MODEL_KINDS, MODELS, TECHNIQUES, Registry, Technique
+from .schema import ConfigError
 
-MODEL_KINDS = {
-    "image_classifier": "an image classifier",
-    "seq2seq": "a sequence-to-sequence model",
-    "image_generator": "an image generator (a GAN)",
-}
-DATA_KINDS = {"image": "image", "sequence": "sequence"}
 VERBS = {
     "image_classifier": "trains image classifiers",
     "seq2seq": "trains sequence-to-sequence models",
     "image_generator": "trains GANs",
 }
+# What a group's `_target_` is called with besides its options (never set in a config).
+PASSED_IN = {"model": ("info", "norm"), "optimizer": ("params",), "scheduler": ("optimizer",)}
 
 
-def declare(kind: str):
-    """Decorator for model factories and loaders that are functions: `@declare("image")`."""
-
-    def mark(obj):
-        setattr(obj, "KIND", kind)  # noqa: B010 - a function attribute, read by kind_of
-        return obj
-
-    return mark
-
-
-def kind_of(target: str) -> str | None:
-    """The declared kind of a model or loader target; None for one that declares none."""
+def kind_of(target: str, registry: Registry) -> str | None:
+    """The registered kind of a model or loader target; None for one that registers none."""
     from hydra.utils import get_object
 
     try:
-        return getattr(get_object(target), "KIND", None)
+        obj = get_object(target)  # imports its module: the module registers what it defines
     except Exception:
         return None
+    entry = registry.find(obj=obj) or registry.find(target=target)
+    return entry.kind if entry is not None else None
 
 
 def check(
     cfg: DictConfig,
-    technique: Any,
+    technique: Technique,
     chosen: dict[str, str],
     on_command_line: frozenset[str] | set[str] = frozenset(),
+    outside: dict[str, Any] | None = None,
 ) -> None:
     """Refuse a technique x model x dataset combination that cannot work (ConfigError).
 
     `chosen`: each group's option ({"model": "transformer"}; {} outside Hydra);
-    `on_command_line`: the groups the user picked explicitly.
+    `on_command_line`: the groups the user picked explicitly; `outside`: the launcher that
+    started this process as one of several (parallel.launch.external_launch()), or None.
     """
-    name = str(cfg.technique)
-    needs = getattr(technique, "NEEDS", {})
-    if needs.get("one_process"):
-        _check_one_process(cfg, name, needs["one_process"])
-    data_kind = kind_of(str(cfg.dataset.get("_target_")))
+    name, needs = technique.name, technique.needs
+    if needs.one_process:
+        _check_one_process(cfg, name, needs.one_process, outside)
+    data_kind = kind_of(str(cfg.dataset.get("_target_")), DATASETS)
     dataset = chosen.get("dataset") or _choice_of("dataset", str(cfg.dataset.get("_target_")))
-    if needs.get("data") and data_kind and data_kind not in needs["data"]:
-        ok = "|".join(_options("dataset", needs["data"]))
+    if needs.data and data_kind and data_kind not in needs.data:
+        ok = "|".join(_options("dataset", needs.data, DATASETS))
         raise ConfigError(
-            f"technique={name} needs {' or '.join(needs['data'])} data; dataset={dataset} is "
+            f"technique={name} needs {' or '.join(needs.data)} data; dataset={dataset} is "
             f"{DATA_KINDS.get(data_kind, data_kind)} data: use dataset={ok}"
         )
-    if "model" in needs and needs["model"] is None:
+    if needs.model is None:
         if "model" in on_command_line:
             raise ConfigError(
                 f"technique={name} builds its own network (the {name}.* options), so "
                 f"model={chosen.get('model', '?')} would be ignored: leave model out"
             )
         return
-    model_kind = kind_of(str(cfg.model.get("_target_")))
-    wanted = needs.get("model") or ()
+    model_kind = kind_of(str(cfg.model.get("_target_")), MODELS)
+    wanted = needs.model
     if wanted and model_kind and model_kind not in wanted:
         model = chosen.get("model") or _choice_of("model", str(cfg.model.get("_target_")))
-        others = [t for t, kinds in _technique_needs().items() if model_kind in (kinds.get("model") or ())]
+        others = [e.name for e in TECHNIQUES.entries() if model_kind in (e.obj.needs.model or ())]
         instead = f"technique={'|'.join(others)}, or " if others else ""
         raise ConfigError(
             f"technique={name} {VERBS.get(wanted[0], 'needs another model')}; model={model} is "
             f"{MODEL_KINDS.get(model_kind, model_kind)}: use {instead}"
-            f"model={'|'.join(_options('model', wanted))}"
+            f"model={'|'.join(_options('model', wanted, MODELS))}"
         )
 
 
-def _check_one_process(cfg: DictConfig, name: str, why: str) -> None:
-    """A technique that declares `NEEDS["one_process"]` (why) refuses several processes."""
-    from .launch import external_launch
-
+def _check_one_process(cfg: DictConfig, name: str, why: str, outside: dict[str, Any] | None) -> None:
+    """A technique that needs one process (why) refuses several."""
     devices = int(OmegaConf.select(cfg, "trainer.devices", default=1) or 1)
-    outside = external_launch()
     if devices > 1:
         raise ConfigError(f"trainer.devices={devices}: technique={name} {why}; use trainer.devices=1")
     if outside is not None:
@@ -119,7 +107,8 @@ def _check_one_process(cfg: DictConfig, name: str, why: str) -> None:
 
 
 def check_options(block: DictConfig, group: str) -> None:
-    """A model's or loader's options against its signature: known names, annotated types."""
+    """A `_target_` group's options (model, dataset, optimizer, scheduler) against the
+    signature of what it names: known names, annotated types."""
     from hydra.utils import get_object
 
     target = block.get("_target_")
@@ -140,7 +129,9 @@ def check_options(block: DictConfig, group: str) -> None:
             if takes_any:
                 continue
             names = [
-                n for n, p in params.items() if n not in ("info", "norm") and p.kind is not p.VAR_KEYWORD
+                n
+                for n, p in params.items()
+                if n not in PASSED_IN.get(group, ()) and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
             ]
             raise ConfigError(
                 f"{group}.{key} is not an option of {target.rsplit('.', 1)[-1]}: expected one of "
@@ -216,22 +207,11 @@ def _shipped(group: str) -> dict[str, str]:
     return found
 
 
-def _options(group: str, kinds: Sequence[str]) -> list[str]:
-    return [name for name, target in _shipped(group).items() if kind_of(target) in kinds]
+def _options(group: str, kinds: Sequence[str], registry: Registry) -> list[str]:
+    """The shipped options of a config group whose target is of one of `kinds`."""
+    return [name for name, target in _shipped(group).items() if kind_of(target, registry) in kinds]
 
 
 def _choice_of(group: str, target: str) -> str:
     names = [name for name, t in _shipped(group).items() if t == target]
     return names[0] if len(names) == 1 else target.rsplit(".", 1)[-1]
-
-
-@functools.cache
-def _technique_needs() -> dict[str, dict]:
-    import importlib
-
-    from .techniques import TECHNIQUES
-
-    return {
-        t: getattr(importlib.import_module(f"pdl_experiments.techniques.{t}"), "NEEDS", {})
-        for t in TECHNIQUES
-    }

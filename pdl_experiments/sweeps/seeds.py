@@ -102,7 +102,7 @@ def _plot(settings: list[dict], axes: list[str], metric: str | None, out: Path) 
     numeric = [a for a in axes if all(_number(s["overrides"][a]) is not None for s in settings)]
     if metric is None or not numeric:
         return None
-    from .figures import pyplot
+    from ..figures import pyplot
 
     plt = pyplot()
     x_axis, others = numeric[0], [a for a in axes if a != numeric[0]]

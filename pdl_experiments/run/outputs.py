@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import platform
@@ -48,21 +47,20 @@ def is_final(key: str) -> bool:
     return not key.startswith("train/") or key == "train/time_s"
 
 
-# The metrics every run is judged by, where it has them; a technique module adds its own
-# with `HEADLINE = (...)` (bn: the gradient ratio, prune: FLOPs and latency, ...).
+# The metrics every run is judged by, where it has them; a technique adds its own
+# (`Technique.headline`: bn the gradient ratio, prune FLOPs and latency, ...).
 HEADLINE_ACC = ("test/acc", "val/acc")
 HEADLINE_LOSS = ("test/loss", "val/loss")
 
 
-def headline(metrics: Mapping[str, float], technique: str) -> dict[str, float]:
+def headline(metrics: Mapping[str, float], own: tuple[str, ...] = ()) -> dict[str, float]:
     """The run's headline metrics, in the order a dashboard shows them: test/acc, val/acc,
-    the technique's own HEADLINE keys, test/loss, val/loss (those the run has).
+    the technique's own (`Technique.headline`), test/loss, val/loss (those the run has).
 
     The HPARAMS columns of TensorBoard and what the table leads with; per-layer diagnostics
     and bookkeeping (times, parameter counts) stay in metrics.json.
     """
-    module = importlib.import_module(f"pdl_experiments.techniques.{technique}")
-    keys = (*HEADLINE_ACC, *getattr(module, "HEADLINE", ()), *HEADLINE_LOSS)
+    keys = (*HEADLINE_ACC, *own, *HEADLINE_LOSS)
     return {k: float(metrics[k]) for k in dict.fromkeys(keys) if k in metrics}
 
 
@@ -154,7 +152,7 @@ def write_env(run_dir: Path, device: torch.device, processes: Mapping[str, Any] 
 
 
 def print_summary(cfg: DictConfig, run_dir: Path, metrics: dict) -> None:
-    from .training.progress import summary_table
+    from ..training.progress import summary_table
 
     shown = {k: v for k, v in metrics.items() if is_final(k)}
     summary_table(f"{cfg.technique} — {run_dir}", shown)

@@ -21,7 +21,6 @@ own `pdl-run` command. Checkpoints are read with `torch.load(..., weights_only=T
 
 from __future__ import annotations
 
-import functools
 import inspect
 import os
 import re
@@ -29,7 +28,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
-from .config import ConfigError
+from ..config import ConfigError
+from ..registry import DATASETS, MODELS, TECHNIQUES
 
 TRUST_ENV = "PDL_TRUSTED_TARGETS"
 # What a run directory's files may weigh; a real one is a few KiB each.
@@ -98,11 +98,9 @@ def check_config(cfg: Any, where: str, trust: Iterable[str] | None = None) -> No
 
     prefixes = trusted_prefixes(trust)
     technique = OmegaConf.select(cfg, "technique", default=None)
-    from .techniques import TECHNIQUES
-
     if technique is not None and str(technique) not in TECHNIQUES:
         raise UntrustedConfig(
-            f"{where}: technique={technique} is not one of {', '.join(TECHNIQUES)}; refused"
+            f"{where}: technique={technique} is not one of {', '.join(TECHNIQUES) or '(none registered)'}; refused"
         )
     for block in BLOCKS:
         node = OmegaConf.select(cfg, block, default=None)
@@ -181,24 +179,11 @@ def _trusted(target: str, prefixes: list[str]) -> bool:
     return any(target == p or target.startswith(p + ".") for p in prefixes)
 
 
-@functools.cache
 def _shipped_targets(group: str) -> frozenset[str]:
-    """The `_target_`s the package's own configs/<group>/*.yaml name (and the model zoo)."""
-    from importlib.resources import files
-
-    import yaml
-
-    found = set()
-    for entry in (files("pdl_experiments.configs") / group).iterdir():
-        if entry.name.endswith(".yaml"):
-            data = yaml.safe_load(entry.read_text()) or {}
-            if isinstance(data.get("_target_"), str):
-                found.add(data["_target_"])
-    if group == "model":
-        from .models import IMAGE_MODELS
-
-        found |= set(IMAGE_MODELS.values())
-    return frozenset(found)
+    """The `_target_`s of the project's own models and dataset loaders: the registries (what
+    the package's configs/model and configs/dataset name, and the whole zoo)."""
+    registry = MODELS if group == "model" else DATASETS
+    return frozenset(e.target for e in registry.entries())
 
 
 def _is_subclass(obj: Any, module: str, base: str) -> bool:

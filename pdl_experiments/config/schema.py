@@ -1,4 +1,4 @@
-"""The typed schema of a run (`RunConfig`) and its range checks.
+"""The typed schema of a run (`RunConfig`), `typed()` and `ConfigError`.
 
 `configs/base.yaml`, the first entry of the primary config's defaults, holds every key of
 `RunConfig` with its default, generated from this module (a test keeps the two in sync;
@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from omegaconf import MISSING, DictConfig
+
+from ..errors import PdlError
 
 
 class StrEnum(str, Enum):
@@ -333,7 +335,7 @@ class RunConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
-class ConfigError(ValueError):
+class ConfigError(PdlError, ValueError):
     """A bad value in a composed config; its message is one line naming the key."""
 
 
@@ -346,7 +348,7 @@ def base_yaml_path() -> Path:
 
 
 BASE_HEADER = (
-    "# GENERATED from RunConfig in pdl_experiments/config.py: every key of a run with its\n"
+    "# GENERATED from RunConfig in pdl_experiments/config/schema.py: every key of a run with its\n"
     "# default. Do not edit; regenerate with `python -m pdl_experiments.config`.\n"
 )
 
@@ -388,7 +390,8 @@ def _batch_limit(v: float) -> bool:
     return 0 < v < 1 or (v >= 1 and float(v).is_integer())
 
 
-if __name__ == "__main__":  # python -m pdl_experiments.config: rewrite configs/base.yaml
+def write_base_yaml() -> Path:
+    """python -m pdl_experiments.config: rewrite configs/base.yaml from RunConfig."""
     path = base_yaml_path()
     path.write_text(base_yaml())
-    print(f"wrote {path}")
+    return path

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .distributed import is_main
+from ..parallel.distributed import is_main
 
 log = logging.getLogger("pdl_experiments")
 

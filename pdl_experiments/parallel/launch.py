@@ -11,7 +11,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
+from ..config import ConfigError
+from ..errors import PdlError, RunEnded
 from . import distributed
-from .config import ConfigError
 from .distributed import Session, broadcast, is_main
 
 log = logging.getLogger("pdl_experiments")
@@ -31,7 +32,7 @@ COLLECTIVE_TIMEOUT = timedelta(minutes=30)
 JOIN_TIMEOUT_S = 300.0  # for the workers to finish the run after rank 0 did
 
 
-class ProcessFailed(RuntimeError):
+class ProcessFailed(PdlError, RuntimeError):
     """Another rank of the run failed; the message is its error, in one line."""
 
 
@@ -113,36 +114,68 @@ def check(cfg: Any, device: torch.device) -> None:
 
 
 def setup(
-    cfg: Any, run_dir: Path, device: torch.device, stop_file: Path | None = None
+    cfg: Any,
+    run_dir: Path,
+    device: torch.device,
+    stop_file: Path | None = None,
+    entry: Callable[..., Any] | None = None,
 ) -> tuple[Path, torch.device]:
     """Join this run's processes, or start them (rank 0 of `trainer.devices=N`).
 
-    Returns rank 0's run directory and this rank's device. One process: the run directory
-    as given, and in a sweep on a multi-GPU machine the job's own GPU (assign_gpus).
+    `entry(cfg, run_dir, stop_file)` is what every started process runs (the run itself; this
+    module is handed it and never imports the run). Returns rank 0's run directory and this
+    rank's device. One process: the run directory as given, and in a sweep on a multi-GPU
+    machine the job's own GPU (assign_gpus).
     """
     import torch.distributed as dist
 
-    distributed._session = Session()
+    distributed.begin(Session())
     check(cfg, device)
     devices = int(cfg.trainer.devices)
     external = external_launch()
     cuda = device.type == "cuda"
     if dist.is_available() and dist.is_initialized():  # a worker of pdl-run's launch, or a caller's group
-        r, w = dist.get_rank(), dist.get_world_size()
-        local = _adopted.get("local_rank", int(os.environ.get("LOCAL_RANK", r)))
-        distributed._session = Session(
+        _adopt_group(dist)
+    elif external is not None:
+        _join_external(external, cuda)
+    elif devices > 1:
+        if entry is None:
+            raise ValueError("launch.setup: trainer.devices > 1 needs the entry each process runs")
+        _start_workers(cfg, run_dir, stop_file, devices, cuda, entry)
+    else:
+        job = _sweep_job()
+        if cuda and job is not None and torch.cuda.device_count() > 1:
+            distributed.session().gpus = assign_gpus(job, torch.cuda.device_count())
+            torch.cuda.set_device(distributed.session().gpus[0])
+            device = torch.device("cuda", distributed.session().gpus[0])
+        return Path(run_dir), device
+    return _settle(cfg, run_dir, device)
+
+
+def _adopt_group(dist: Any) -> None:
+    """A worker of pdl-run's own launch (or a caller's process group): the group exists."""
+    r, w = dist.get_rank(), dist.get_world_size()
+    distributed.begin(
+        Session(
             rank=r,
             world_size=w,
-            local_rank=local,
+            local_rank=_adopted.get("local_rank", int(os.environ.get("LOCAL_RANK", r))),
             local_world_size=_adopted.get("local_world", w),
             launcher=_adopted.get("launcher", "caller"),
             backend=str(dist.get_backend()),
             gpus=list(_adopted.get("gpus", [])),
         )
-    elif external is not None:
-        if external["launcher"] == "slurm":
-            _export_slurm_rendezvous()
-        distributed._session = Session(
+    )
+
+
+def _join_external(external: dict[str, Any], cuda: bool) -> None:
+    """torchrun, srun, submitit: form the group their environment describes."""
+    import torch.distributed as dist
+
+    if external["launcher"] == "slurm":
+        _export_slurm_rendezvous()
+    s = distributed.begin(
+        Session(
             rank=external["rank"],
             world_size=external["world"],
             local_rank=external["local_rank"],
@@ -151,29 +184,28 @@ def setup(
             backend="nccl" if cuda else "gloo",
             owns_group=True,
         )
-        if cuda:
-            gpu = external["local_rank"] % torch.cuda.device_count()
-            distributed._session.gpus = [gpu]
-            torch.cuda.set_device(gpu)
-        dist.init_process_group(
-            distributed._session.backend,
-            init_method="env://",
-            rank=distributed._session.rank,
-            world_size=distributed._session.world_size,
-            timeout=COLLECTIVE_TIMEOUT,
-        )
-    elif devices > 1:
-        job = _sweep_job()
+    )
+    if cuda:
+        gpu = external["local_rank"] % torch.cuda.device_count()
+        s.gpus = [gpu]
+        torch.cuda.set_device(gpu)
+    dist.init_process_group(
+        str(s.backend), init_method="env://", rank=s.rank, world_size=s.world_size, timeout=COLLECTIVE_TIMEOUT
+    )
+
+
+def _start_workers(
+    cfg: Any, run_dir: Path, stop_file: Path | None, devices: int, cuda: bool, entry: Callable[..., Any]
+) -> None:
+    """`trainer.devices=N`: this process becomes rank 0 and starts ranks 1..N-1."""
+    job = _sweep_job()
+    gpus: list[int] = []
+    if cuda:
         gpus = (
-            (
-                assign_gpus(job, torch.cuda.device_count(), devices)
-                if job is not None
-                else list(range(devices))
-            )
-            if cuda
-            else []
+            assign_gpus(job, torch.cuda.device_count(), devices) if job is not None else list(range(devices))
         )
-        distributed._session = Session(
+    distributed.begin(
+        Session(
             world_size=devices,
             local_world_size=devices,
             launcher="pdl-run",
@@ -181,19 +213,18 @@ def setup(
             gpus=gpus,
             owns_group=True,
         )
-        if cuda:
-            torch.cuda.set_device(gpus[0])
-        _launch(cfg, run_dir, stop_file)
-    else:
-        job = _sweep_job()
-        if cuda and job is not None and torch.cuda.device_count() > 1:
-            distributed._session.gpus = assign_gpus(job, torch.cuda.device_count())
-            torch.cuda.set_device(distributed._session.gpus[0])
-            device = torch.device("cuda", distributed._session.gpus[0])
-        return Path(run_dir), device
-
-    s = distributed._session
+    )
     if cuda:
+        torch.cuda.set_device(gpus[0])
+    _launch(cfg, run_dir, stop_file, entry)
+
+
+def _settle(cfg: Any, run_dir: Path, device: torch.device) -> tuple[Path, torch.device]:
+    """Once the group exists: this rank's device and threads, and rank 0's run directory."""
+    import torch.distributed as dist
+
+    s = distributed.session()
+    if device.type == "cuda":
         device = torch.device("cuda", s.gpus[s.local_rank] if len(s.gpus) > s.local_rank else s.gpus[-1])
     # Agreements (stop flags, broadcast objects) go over gloo: on NCCL they would be a device
     # sync; gloo's are a few tens of microseconds on the host.
@@ -217,9 +248,9 @@ def shutdown(error: BaseException | None = None) -> BaseException | None:
     """
     import torch.distributed as dist
 
-    s = distributed._session
+    s = distributed.session()
     # What is left for after the run: who this process was (is_main()), not a group to use.
-    distributed._session = Session(rank=s.rank)
+    distributed.begin(Session(rank=s.rank))
     grouped = s.world_size > 1 and dist.is_available() and dist.is_initialized()
     if grouped and error is None:
         try:
@@ -233,22 +264,22 @@ def shutdown(error: BaseException | None = None) -> BaseException | None:
             log.debug("process group teardown: %s", e)
     if s.workers is None:
         return None
-    agreed = error is None or hasattr(error, "signum") or type(error).__name__ == "StopRun"
+    agreed = error is None or isinstance(error, RunEnded)  # every rank stopped at the same step
     failure = _join_workers(s.workers, JOIN_TIMEOUT_S if agreed else 10.0)
     if failure is None:
         return None
-    if error is not None and type(error).__module__.startswith("pdl_experiments"):
+    if isinstance(error, PdlError):
         return None  # rank 0's own error came first: the workers were stopped because of it
     return ProcessFailed(failure)
 
 
-def _launch(cfg: Any, run_dir: Path, stop_file: Path | None) -> None:
+def _launch(cfg: Any, run_dir: Path, stop_file: Path | None, entry: Callable[..., Any]) -> None:
     """Rank 0 of `trainer.devices=N`: start ranks 1..N-1 and form the group with them."""
     import torch.distributed as dist
     import torch.multiprocessing as mp
     from omegaconf import OmegaConf
 
-    s = distributed._session
+    s = distributed.session()
     s.store = dist.TCPStore(
         "127.0.0.1",
         0,  # a free port, chosen by the OS: no race between runs started side by side
@@ -268,6 +299,7 @@ def _launch(cfg: Any, run_dir: Path, stop_file: Path | None) -> None:
         "backend": s.backend,
         "gpus": s.gpus,
         "hydra": _hydra_state(),
+        "entry": entry,  # a module-level function: pickled by name, imported by the worker
     }
     log.info("starting %d more processes (%s, port %d)", s.world_size - 1, s.backend, s.store.port)
     s.workers = mp.start_processes(
@@ -306,14 +338,11 @@ def _worker(index: int, payload: dict[str, Any]) -> None:
     dist.init_process_group(
         str(payload["backend"]), store=store, rank=rank, world_size=world, timeout=COLLECTIVE_TIMEOUT
     )
-    from .run import run
-    from .training import Interrupted, StopRun
-
     stop_file = payload["stop_file"]
     parent = os.getppid()
     try:
-        run(payload["cfg"], payload["run_dir"], Path(stop_file) if stop_file else None)
-    except (Interrupted, StopRun):
+        payload["entry"](payload["cfg"], payload["run_dir"], Path(stop_file) if stop_file else None)
+    except RunEnded:
         pass  # every rank stopped at the same step; rank 0 reports it
     except BaseException:
         if os.getppid() != parent:  # rank 0 was killed: nobody to report to, nothing to leave behind

@@ -4,12 +4,12 @@ A run directory may come from someone else: its config is checked by safety.py b
 anything it names is imported (only the project's loaders and models, torch optimizers and
 schedulers, and what the caller trusts: `trust=[...]` or $PDL_TRUSTED_TARGETS).
 Techniques may import from here (prune.from_run starts from a finished run); nothing here
-imports a technique at module level.
+imports a technique: a run's technique is found in `registry.TECHNIQUES`, which importing
+`pdl_experiments.techniques` fills (`pdl_experiments.load_run` and pdl-eval do).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,11 +18,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from .data import DataSplits, TensorLoader
-from .models import BatchNormSpec, build_model
+from ..data import DataSplits, TensorLoader
+from ..models import BatchNormSpec, build_model
+from ..registry import TECHNIQUES
+from ..training import classification_metrics, load_checkpoint
+from ..training.checkpoint import CheckpointError
 from .safety import check_config, load_yaml_config, read_bounded
-from .training import load_checkpoint
-from .training.checkpoint import CheckpointError
 
 
 @dataclass
@@ -65,9 +66,9 @@ def load_run(
     cfg = run_config(run_dir, trust)
     ckpt = load_checkpoint(run_dir, checkpoint)
     data = instantiate(cfg.dataset, _convert_="all")
-    technique = importlib.import_module(f"pdl_experiments.techniques.{cfg.technique}")
+    technique = TECHNIQUES[str(cfg.technique)].obj  # the registry: filled by pdl_experiments.techniques
     norm = BatchNormSpec.from_config(cfg.bn)
-    if hasattr(technique, "load_model"):
+    if technique.load_model is not None:
         model = technique.load_model(cfg, data, ckpt, norm)
     else:
         model = build_model(cfg.model, data.info, norm)
@@ -82,11 +83,9 @@ def evaluate_run(
 ) -> dict:
     """Recompute a saved run's test metrics from its checkpoint (what pdl-eval prints)."""
     loaded = load_run(run_dir, checkpoint, device, trust)
-    technique = importlib.import_module(f"pdl_experiments.techniques.{loaded.cfg.technique}")
+    technique = TECHNIQUES[str(loaded.cfg.technique)].obj
     data = loaded.data.to(device)
-    if hasattr(technique, "evaluate_model"):
+    if technique.evaluate_model is not None:
         return dict(technique.evaluate_model(loaded.model, data, loaded.cfg))
-    from .techniques.base import classification_metrics
-
     test = classification_metrics(loaded.model, TensorLoader(*data.test, batch_size=1024))
     return {f"test/{k}": v for k, v in test.items()}

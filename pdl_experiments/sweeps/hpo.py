@@ -49,7 +49,7 @@ def epoch_hook() -> Callable[[int, dict[str, float]], None] | None:
         return None
     import optuna
 
-    from .training import StopRun
+    from ..training import StopRun
 
     study = optuna.load_study(study_name=study_name, storage=storage)
     metric = str(study.user_attrs.get(ATTR_METRIC, "val/acc"))

@@ -16,9 +16,9 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from ..loading.safety import load_yaml_config, read_bounded
 from . import seeds
-from .safety import load_yaml_config, read_bounded
-from .sweep import stop_requested
+from .stop import stop_requested
 
 log = logging.getLogger("pdl_experiments")
 

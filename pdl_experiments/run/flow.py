@@ -1,24 +1,39 @@
 """run(cfg): the run flow -- typed config, data, context, technique.run(ctx), metrics.
 
-Kept apart from the Hydra entry point (cli.py) so tests and notebooks can call it with a
+Kept apart from the Hydra entry point (cli/) so tests and notebooks can call it with a
 config composed any way they like. What a technique may use is in context.py; what a run
-writes besides checkpoints is in outputs.py; reading finished runs back is in loading.py.
+writes besides checkpoints is in outputs.py; reading finished runs back is in loading/.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from . import compat, distributed, hpo, launch
-from .config import typed
+from .. import techniques  # noqa: F401  (fills registry.TECHNIQUES: every technique registers itself)
+from ..config import typed
+from ..config.checks import check, check_options
+from ..config.ranges import validate
+from ..data import as_float
+from ..parallel import distributed, launch
+from ..registry import TECHNIQUES, Technique
+from ..training.logger import RunLogger
 from .context import RunContext, load_resume
-from .data import as_float
+from .environment import (
+    check_writable,
+    choices,
+    command_line_groups,
+    group_choice,
+    hydra_output_dir,
+    resolve_device,
+    seed_everything,
+)
 from .outputs import (
     finished_metrics,
     headline,
@@ -29,31 +44,26 @@ from .outputs import (
     save_json,
     write_env,
 )
-from .ranges import validate
-from .runtime import (
-    check_writable,
-    choices,
-    command_line_groups,
-    group_choice,
-    hydra_output_dir,
-    resolve_device,
-    seed_everything,
-)
-from .training.logger import RunLogger
 
 log = logging.getLogger("pdl_experiments")
 
+EpochHook = Callable[[int, dict[str, float]], None]
+
 
 def run(
-    cfg: DictConfig, run_dir: str | Path | None = None, stop_file: Path | None = None
+    cfg: DictConfig,
+    run_dir: str | Path | None = None,
+    stop_file: Path | None = None,
+    epoch_hooks: Sequence[EpochHook] = (),
 ) -> dict[str, float]:
     """Run one experiment; returns (and writes to metrics.json) its final metrics.
 
-    `stop_file`: a sweep's stop request (sweep.py), polled while training.
+    `stop_file`: a sweep's stop request (sweeps/stop.py), polled while training;
+    `epoch_hooks`: called on rank 0 after each epoch (an Optuna trial's, sweeps/hpo.py).
     """
     threads = torch.get_num_threads()
     try:
-        metrics = _run(cfg, run_dir, stop_file)
+        metrics = _run(cfg, run_dir, stop_file, epoch_hooks)
     except BaseException as e:
         failed = launch.shutdown(e)  # under DDP: no process outlives the run
         if failed is not None:  # another rank failed first: its error is the run's
@@ -70,27 +80,13 @@ def run(
         torch.set_num_threads(threads)
 
 
-def _run(cfg: DictConfig, run_dir: str | Path | None, stop_file: Path | None) -> dict[str, float]:
+def _run(
+    cfg: DictConfig, run_dir: str | Path | None, stop_file: Path | None, epoch_hooks: Sequence[EpochHook]
+) -> dict[str, float]:
     t_start = time.perf_counter()
-    cfg = typed(cfg)  # types and enums checked (ConfigError naming the key), before any work
-    validate(cfg)
-    run_dir = Path(run_dir) if run_dir is not None else hydra_output_dir()
-    check_writable(run_dir)
-    if cfg.trainer.num_threads > 0:
-        torch.set_num_threads(int(cfg.trainer.num_threads))
-    if cfg.trainer.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    device = resolve_device(cfg.trainer.device)
-    technique = importlib.import_module(f"pdl_experiments.techniques.{cfg.technique}")
-    # What goes with what, and the model's and loader's own options: before anything is built
-    # (or another process started).
-    compat.check(cfg, technique, choices(), command_line_groups())
-    for group in (
-        ("model", "dataset") if getattr(technique, "NEEDS", {}).get("model", ()) is not None else ("dataset",)
-    ):
-        compat.check_options(cfg[group], group)
+    cfg, technique, run_dir, device = _preflight(cfg, run_dir)
     # trainer.devices=N, torchrun, SLURM: this process's rank, rank 0's run dir, its device.
-    run_dir, device = launch.setup(cfg, run_dir, device, stop_file)
+    run_dir, device = launch.setup(cfg, run_dir, device, stop_file, entry=_worker_entry)
     done, resume = distributed.from_main(lambda: _resume_state(cfg, run_dir))
     if done is not None:
         if distributed.is_main():
@@ -116,10 +112,53 @@ def _run(cfg: DictConfig, run_dir: str | Path | None, stop_file: Path | None) ->
         else None
     )
     ctx = RunContext(cfg, run_dir, data, device, logger, resume, stop_file)
-    # A trial of an Optuna sweep: report each epoch, stop if pruned (rank 0's hook stops all).
-    trial_hook = hpo.epoch_hook() if distributed.is_main() else None
-    if trial_hook is not None:
-        ctx.trainer.epoch_hooks.append(trial_hook)
+    if logger is not None:  # rank 0's hooks (an Optuna trial's report and pruning); a StopRun reaches all
+        ctx.trainer.epoch_hooks.extend(epoch_hooks)
+    _announce(ctx, run_dir, device)
+
+    ctx.state.install_signal_handlers()
+    try:
+        metrics = dict(technique.run(ctx))
+        metrics.update(ctx.debug.metrics())  # the overfit check's verdict, the profile (debug.py)
+    finally:
+        ctx.debug.close()
+        if logger is not None:
+            logger.flush()
+    return _finish(ctx, technique, metrics, t_start)
+
+
+def _preflight(
+    cfg: DictConfig, run_dir: str | Path | None
+) -> tuple[DictConfig, Technique, Path, torch.device]:
+    """Everything that can be refused, refused before any data is loaded or process started:
+    types, ranges, the run directory, the device, what goes with what, every `_target_`
+    group's options."""
+    cfg = typed(cfg)  # types and enums checked (ConfigError naming the key), before any work
+    validate(cfg)
+    run_dir = Path(run_dir) if run_dir is not None else hydra_output_dir()
+    check_writable(run_dir)
+    if cfg.trainer.num_threads > 0:
+        torch.set_num_threads(int(cfg.trainer.num_threads))
+    if cfg.trainer.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    device = resolve_device(cfg.trainer.device)
+    technique = TECHNIQUES[str(cfg.technique)].obj
+    check(cfg, technique, choices(), command_line_groups(), outside=launch.external_launch())
+    groups = ("dataset", "optimizer", "scheduler")
+    for group in groups if technique.needs.model is None else ("model", *groups):
+        if cfg.get(group) is not None:
+            check_options(cfg[group], group)
+    return cfg, technique, run_dir, device
+
+
+def _worker_entry(cfg: DictConfig, run_dir: str, stop_file: Path | None) -> None:
+    """What ranks 1..N-1 of `trainer.devices=N` run (launch.py starts them with it)."""
+    run(cfg, run_dir, stop_file)
+
+
+def _announce(ctx: RunContext, run_dir: Path, device: torch.device) -> None:
+    """env.json, the config as text, the log's first lines, the augmentation preview (rank 0)."""
+    cfg, data, logger = ctx.cfg, ctx.data, ctx.logger
     if logger is not None:
         write_env(run_dir, device, distributed.describe())
         logger.text("config", "```\n" + ctx.state.config_yaml + "\n```")
@@ -130,7 +169,7 @@ def _run(cfg: DictConfig, run_dir: str | Path | None, stop_file: Path | None) ->
         group_choice("model"),
         data.info.name,
         device,
-        " ".join(f"{k}={v}" for k, v in ctx.data.sizes().items()),  # after trainer.limit_*_batches
+        " ".join(f"{k}={v}" for k, v in data.sizes().items()),  # after trainer.limit_*_batches
     )
     if ctx.augment is not None and cfg.augmentation.grid and logger is not None:
         x = as_float(data.train[0][:32])  # the training split may be uint8 (or streamed)
@@ -140,28 +179,26 @@ def _run(cfg: DictConfig, run_dir: str | Path | None, stop_file: Path | None) ->
         with torch.random.fork_rng(devices=[]):
             ctx.log_images("augmentation/augmented", ctx.augment(x))
 
-    ctx.state.install_signal_handlers()
-    try:
-        metrics = dict(technique.run(ctx))
-        metrics.update(ctx.debug.metrics())  # the overfit check's verdict, the profile (debug.py)
-    finally:
-        ctx.debug.close()
-        if logger is not None:
-            logger.flush()
+
+def _finish(
+    ctx: RunContext, technique: Technique, metrics: dict[str, Any], t_start: float
+) -> dict[str, float]:
+    """The run's timings added; on rank 0 metrics.json, the HPARAMS row and the summary."""
     metrics.setdefault("train/time_s", ctx.train_time_s)
     metrics["run/wall_s"] = time.perf_counter() - t_start
     started = process_start_time()
     if ctx.first_step_at is not None and started is not None:
         metrics["run/time_to_first_step_s"] = ctx.first_step_at - started
-    metrics = {k: float(v) for k, v in metrics.items()}
+    out = {k: float(v) for k, v in metrics.items()}
+    logger = ctx.logger
     if logger is None:  # not rank 0: it writes
-        return metrics
-    save_json(metrics, run_dir / "metrics.json")
-    final = {k: v for k, v in metrics.items() if is_final(k)}
-    logger.hparams(hparams(cfg), headline(metrics, cfg.technique), step=ctx.global_step, final=final)
+        return out
+    save_json(out, ctx.run_dir / "metrics.json")
+    final = {k: v for k, v in out.items() if is_final(k)}
+    logger.hparams(hparams(ctx.cfg), headline(out, technique.headline), step=ctx.global_step, final=final)
     logger.close()
-    print_summary(cfg, run_dir, metrics)
-    return metrics
+    print_summary(ctx.cfg, ctx.run_dir, out)
+    return out
 
 
 def _resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, float] | None, dict | None]:

@@ -1,7 +1,8 @@
-"""Range checks of a typed run config (config.py types it): one line naming the key.
+"""Range checks of a typed run config (schema.py types it): one line naming the key.
 
-`_RANGES` covers the fixed sections (trainer, optimizer, the techniques); `_OPTION_RANGES`
-the options of models and dataset loaders by name, wherever they appear.
+`_RANGES` covers the fixed sections (trainer, augmentation, the techniques); `_OPTION_RANGES`
+the options of the `_target_` groups (model, dataset, optimizer, scheduler) by name,
+wherever they appear, so a user's own model or optimizer is checked the same way.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from .config import _BATCH_LIMIT, ConfigError, _batch_limit
+from .schema import _BATCH_LIMIT, ConfigError, _batch_limit
 
 # (key, predicate, what is allowed). Checked before any work starts.
 _RANGES: list[tuple[str, Any, str]] = [
@@ -28,11 +29,6 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("trainer.limit_test_batches", _batch_limit, _BATCH_LIMIT),
     ("trainer.overfit_batches", lambda v: v >= 0, "an integer >= 0 (0 = off)"),
     ("trainer.devices", lambda v: v >= 1, "an integer >= 1 (processes on this machine, one per device)"),
-    ("optimizer.lr", lambda v: v > 0, "a number > 0"),
-    ("optimizer.momentum", lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    ("optimizer.betas", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
-    ("optimizer.weight_decay", lambda v: v >= 0, "a number >= 0"),
-    ("optimizer.eps", lambda v: v > 0, "a number > 0"),
     ("augmentation.crop_scale", lambda v: 0 < v <= 1, "a number in (0, 1]"),
     ("augmentation.mirror", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
     ("augmentation.saturation", lambda v: v >= 0, "a number >= 0"),
@@ -73,8 +69,12 @@ _RANGES: list[tuple[str, Any, str]] = [
 ]
 
 
-# The options of models and dataset loaders, by name, wherever they appear (model.hidden,
-# dataset.val_fraction, ...): one table for every model and loader of the zoo and a user's.
+# The options of the `_target_` groups, by name, wherever they appear (model.hidden,
+# dataset.val_fraction, optimizer.lr, scheduler.step_size, ...): one table for every model,
+# loader, optimizer and scheduler, the project's and a user's.
+_TARGET_GROUPS = ("model", "dataset", "optimizer", "scheduler")
+
+
 def _counts(v) -> bool:
     items = v if isinstance(v, (list, tuple)) else [v]
     return len(items) >= 1 and all(isinstance(i, int) and not isinstance(i, bool) and i >= 1 for i in items)
@@ -113,6 +113,16 @@ _OPTION_RANGES.update(
         "noise": (lambda v: v >= 0, "a number >= 0"),
         "workers": (lambda v: v >= 0, "an integer >= 0 (0 = decode in the training process)"),
         "memory_budget_mb": (lambda v: v > 0, "a number of MB > 0"),
+        # optimizers (torch.optim.*) and LR schedulers (torch.optim.lr_scheduler.*)
+        "lr": (lambda v: v > 0, "a number > 0"),
+        "momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+        "betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+        "weight_decay": (lambda v: v >= 0, "a number >= 0"),
+        "eps": (lambda v: v > 0, "a number > 0"),
+        "step_size": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1 (epochs between decays)"),
+        "gamma": (lambda v: 0 < v <= 1, "a number in (0, 1] (the factor the rate is multiplied by)"),
+        "T_max": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1 (epochs of the half cosine)"),
+        "eta_min": (lambda v: v >= 0, "a number >= 0"),
         "layout": (
             lambda v: len(v) >= 1 and all(i == "M" or (isinstance(i, int) and i >= 1) for i in v),
             "a non-empty list of integers >= 1 and M (max-pool)",
@@ -124,7 +134,7 @@ _OPTION_RANGES.update(
 def _check_options(cfg: DictConfig) -> None:
     from omegaconf import OmegaConf
 
-    for group in ("model", "dataset"):
+    for group in _TARGET_GROUPS:
         block = cfg.get(group)
         if not OmegaConf.is_dict(block):
             continue

@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from .config import ConfigError
+from ..config import ConfigError
 
 log = logging.getLogger("pdl_experiments")
 T = TypeVar("T")
@@ -70,6 +70,18 @@ class Session:
 
 
 _session = Session()
+
+
+def session() -> Session:
+    """This process's session (launch.py fills it in when the run's processes meet)."""
+    return _session
+
+
+def begin(new: Session) -> Session:
+    """Make `new` this process's session (launch.py, at the start and the end of a run)."""
+    global _session
+    _session = new
+    return new
 
 
 # -------------------------------------------------------------------------------- who am I

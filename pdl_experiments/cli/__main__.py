@@ -1,0 +1,5 @@
+"""python -m pdl_experiments.cli: pdl-run."""
+
+from . import main
+
+main()
