@@ -1,0 +1,1 @@
+"""pdl_experiments/cli/: the console scripts, one-line errors."""

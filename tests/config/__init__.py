@@ -1,0 +1,1 @@
+"""pdl_experiments/config/: schema, ranges, what goes with what."""

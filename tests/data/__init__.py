@@ -1,0 +1,1 @@
+"""pdl_experiments/data/: the loaders, batches, augmentation."""

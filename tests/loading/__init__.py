@@ -1,0 +1,1 @@
+"""pdl_experiments/loading/: finished runs read back, hostile run directories refused."""

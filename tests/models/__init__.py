@@ -1,0 +1,1 @@
+"""pdl_experiments/models/: the zoo and its layers."""

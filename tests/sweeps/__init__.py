@@ -1,0 +1,1 @@
+"""pdl_experiments/sweeps/: job names, summaries, seed statistics, the Optuna sweeper."""

@@ -1,0 +1,1 @@
+"""pdl_experiments/techniques/: one test module per technique (and its helpers)."""

@@ -1,0 +1,1 @@
+"""pdl_experiments/training/: the trainer, checkpoints, loggers, speed switches."""
