@@ -1,4 +1,6 @@
-"""Fixtures only; the helpers they use live in helpers.py."""
+"""Fixtures only; the helpers they use live in helpers.py. The session-scoped runs below are
+shared by the test modules of more than one folder (each is made once per pytest process,
+on first use)."""
 
 from __future__ import annotations
 
@@ -27,3 +29,40 @@ def small_run(tmp_path):
         return run_small(tmp_path, overrides, name)
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory):
+    """The default run (technique=bn, the cnn on the digits), 4 epochs with augmentation:
+    (metrics, run_dir). Read by run/test_outputs.py, training/test_checkpoint.py,
+    training/test_logger.py and loading/test_runs.py."""
+    from helpers import run_small
+
+    tmp = tmp_path_factory.mktemp("default")
+    return run_small(tmp, ["trainer.max_epochs=4", "augmentation=light"])
+
+
+@pytest.fixture(scope="session")
+def honest(tmp_path_factory):
+    """A finished run to copy into hostile ones (loading/test_safety.py, e2e/test_safety.py)."""
+    from helpers import run_small
+
+    tmp = tmp_path_factory.mktemp("honest")
+    metrics, run_dir = run_small(tmp, ["trainer.max_epochs=1", "bn.diagnostics=false", "dataset.subset=300"])
+    return metrics, run_dir
+
+
+@pytest.fixture(scope="session")
+def standard(tmp_path_factory):
+    """A standard CNN trained for a few epochs on digits, attacked by the real run
+    (techniques/test_adv.py, techniques/test_attacks.py): (metrics, run_dir, model, x, y)."""
+    from pdl_experiments import load_run
+
+    from helpers import run_small
+
+    tmp = tmp_path_factory.mktemp("adv_standard")
+    fast = ["technique=adv", "trainer.num_threads=1", "trainer.checkpoint_interval_s=0"]
+    metrics, run_dir = run_small(tmp, fast + ["trainer.max_epochs=6", "adv.eval_eps=[0,0.1,0.2]"])
+    loaded = load_run(run_dir)
+    x, y = loaded.data.test
+    return metrics, run_dir, loaded.model, x[:128], y[:128]

@@ -1,16 +1,24 @@
 """Helpers shared by the test modules: compose the real configs (as pdl-run would), run them
-small in-process, or run pdl-run in a subprocess.
+small in-process, or run pdl-run in a subprocess; and the few pieces two test modules share
+(hostile run directories, fake image folders, the checks of a dataset's splits).
 
-Test modules import these with `from helpers import ...` (tests/ is on sys.path in pytest's
-default "prepend" import mode, as for conftest); no test module imports another or conftest.
+Test modules import these with `from helpers import ...` (tests/ is on pytest's `pythonpath`,
+pyproject.toml, so every folder under it can); no test module imports another or conftest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pdl_experiments.data import DataSplits
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -89,3 +97,204 @@ def interrupt_and_resume(
 def without_timings(metrics: dict) -> dict:
     """The metrics a resumed run must reproduce: all but times and rates."""
     return {k: v for k, v in metrics.items() if not any(w in k for w in ("time", "wall", "per_s"))}
+
+
+@contextlib.contextmanager
+def as_pdl_run(overrides: list[str], run_dir: Path | None = None):
+    """The config `pdl-run <overrides>` runs, with Hydra's runtime config set meanwhile (so
+    the choices made on the command line are known); `run_dir`, when given, is Hydra's
+    runtime.output_dir (the fdr preset puts the GAN judge's cache in ${hydra:runtime.output_dir})."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+
+    with initialize_config_module(config_module="pdl_experiments.configs", version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    if run_dir is not None:
+        cfg.hydra.runtime.output_dir = str(run_dir)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        yield cfg  # typed() leaves the hydra section out
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+def bad_values(ok) -> list:
+    """Values `ok` rejects, from a list of the usual suspects."""
+    found = []
+    for v in (-1, 0, 1.5, 2, 181, 1e9, [], [0], [1, 2, 3]):
+        try:
+            if not ok(v):
+                found.append(v)
+        except (TypeError, ValueError):
+            continue
+    return found[:2]
+
+
+def one_line_error(p: subprocess.CompletedProcess) -> str:
+    """The one line a failed pdl-run printed (asserted: non-zero exit, no traceback)."""
+    assert p.returncode != 0
+    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("pdl-run: error:") and "Traceback" not in p.stderr
+    return lines[0]
+
+
+def written_since(root: Path, stamp: float) -> list[Path]:
+    """Files under root modified after `stamp` (find ROOT -newer STAMP -type f)."""
+    out = []
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            p = Path(dirpath) / f
+            with contextlib.suppress(OSError):
+                if p.stat().st_mtime > stamp:
+                    out.append(p)
+    return out
+
+
+# ------------------------------------------------- hostile run directories (loading/, e2e/)
+
+
+class Payload:
+    """Unpickling this creates `marker`: proof that code from the run directory ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def hostile(tmp_path, honest_dir, edit):
+    """A copy of an honest run directory whose config `edit(cfg, marker)` changed."""
+    import yaml
+
+    run_dir = tmp_path / "shared_run"
+    shutil.copytree(honest_dir, run_dir)
+    marker = tmp_path / "MARKER"
+    cfg_path = run_dir / ".hydra" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    edit(cfg, marker, tmp_path)
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    return run_dir, marker
+
+
+def pickle_file(path, marker):
+    """A pickle at `path` that creates `marker` when loaded."""
+    with open(path, "wb") as f:
+        pickle.dump(Payload(marker), f)
+    return str(path)
+
+
+def numpy_unpickles_the_dataset(cfg, marker, tmp):
+    cfg["dataset"] = {
+        "_target_": "numpy.load",
+        "file": pickle_file(tmp / "data.npy", marker),
+        "allow_pickle": True,
+    }
+
+
+def torch_load_as_the_model(cfg, marker, tmp):
+    cfg["model"] = {"_target_": "torch.load", "f": pickle_file(tmp / "m.pt", marker), "weights_only": False}
+
+
+def optimizer_that_is_not_one(cfg, marker, tmp):
+    cfg["optimizer"] = {"_target_": "pickle.load", "file": pickle_file(tmp / "o.pkl", marker)}
+
+
+def optimizer_lookalike(cfg, marker, tmp):
+    cfg["optimizer"] = {"_target_": "torch.optim.swa_utils.get_ema_multi_avg_fn", "_partial_": True}
+
+
+def scheduler_with_a_nested_payload(cfg, marker, tmp):
+    cfg["scheduler"] = {
+        "_target_": "torch.optim.lr_scheduler.LambdaLR",
+        "_partial_": True,
+        "lr_lambda": {"_target_": "pickle.load", "file": pickle_file(tmp / "s.pkl", marker)},
+    }
+
+
+def model_with_a_nested_payload(cfg, marker, tmp):
+    cfg["model"]["channels"] = {
+        "_target_": "torch.load",
+        "f": pickle_file(tmp / "c.pt", marker),
+        "weights_only": False,
+    }
+
+
+def undeclared_argument(cfg, marker, tmp):
+    cfg["dataset"]["allow_pickle"] = True  # load_digits takes no such option
+
+
+def positional_arguments(cfg, marker, tmp):
+    cfg["model"]["_args_"] = [pickle_file(tmp / "a.pt", marker)]
+
+
+def a_technique_that_is_not_one(cfg, marker, tmp):
+    cfg["technique"] = "base"
+
+
+# ------------------------------------------------- datasets (data/)
+def check_splits(s: DataSplits, shape: tuple, n_train_total: int, n_test: int) -> None:
+    """What every loader's splits must be (vision, image_folder, digits)."""
+    import torch
+
+    from pdl_experiments.data import as_float
+
+    # The training split stays uint8 in memory (the loaders convert each batch); val and test
+    # are float in [0, 1].
+    assert s.train[0].dtype == torch.uint8
+    for x, y in ((as_float(s.train[0]), s.train[1]), s.val, s.test):
+        assert x.dtype == torch.float32 and y.dtype == torch.long
+        assert tuple(x.shape[1:]) == shape and len(x) == len(y)
+        if len(x):
+            assert 0.0 <= x.min() and x.max() <= 1.0
+    sizes = s.sizes()
+    assert sizes["train"] + sizes["val"] == n_train_total
+    assert sizes["test"] == n_test
+    assert s.info.in_shape == shape
+    assert len(s.info.mean) == len(s.info.std) == shape[0]
+    assert len(s.info.class_names) == s.info.num_classes
+    # every class present in the train split appears in val too (stratified)
+    assert set(s.val[1].tolist()) == set(s.train[1].tolist())
+
+
+def assert_same(a: DataSplits, b: DataSplits) -> None:
+    import torch
+
+    for k in ("train", "val", "test"):
+        for ta, tb in zip(getattr(a, k), getattr(b, k), strict=True):
+            assert torch.equal(ta, tb)
+
+
+def write_folder(root, n_per_class: int = 20, size: int = 20) -> str:
+    """Three classes (a, b, c) of `n_per_class` RGB images, `size` square, as an image folder."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b", "c"):
+        (root / c).mkdir(parents=True)
+        for i in range(n_per_class):
+            img = (rng.random((size, size, 3)) * 80 + 60 * ("abc".index(c))).astype(np.uint8)
+            Image.fromarray(img).save(root / c / f"{i}.png")
+    return str(root)
+
+
+# ------------------------------------------------- Optuna studies (sweeps/, e2e/)
+def optuna_study(sweep: Path, name: str | None = None):
+    """The Optuna study a sweep stored in its optuna.db (its only one, or the one named)."""
+    import optuna
+
+    storage = f"sqlite:///{sweep / 'optuna.db'}"
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    assert name is None and len(names) == 1 or name in names, names
+    return optuna.load_study(study_name=name or names[0], storage=storage)
+
+
+def trial_states(study) -> dict[str, int]:
+    """How many trials of a study are in each state, by the state's name."""
+    out: dict[str, int] = {}
+    for t in study.trials:
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out

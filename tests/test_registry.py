@@ -99,16 +99,3 @@ def test_every_error_of_the_package_is_a_pdl_error():
             continue
         assert issubclass(cls, PdlError), name
     assert issubclass(found["Interrupted"], RunEnded) and issubclass(found["StopRun"], RunEnded)
-
-
-def test_one_line_names_the_error_hydra_wrapped():
-    from pdl_experiments.cli.messages import one_line
-    from pdl_experiments.config import ConfigError
-
-    try:
-        try:
-            raise ConfigError("model.hidden=0 is out of range: expected integers >= 1")
-        except ConfigError as inner:
-            raise RuntimeError("Error in call to target 'x':\nfull_key: model\n") from inner
-    except RuntimeError as e:
-        assert one_line(e) == "model.hidden=0 is out of range: expected integers >= 1"

@@ -1,4 +1,5 @@
-"""Every combination runs or says why; every option is checked before any work starts.
+"""config/checks.py: every combination runs or says why; every option is checked before any
+work starts.
 
 The matrix is every technique x every model option x the two kinds of bundled data
 (digits, reverse): each composed as `pdl-run technique=<t> model=<m> dataset=<d>` would
@@ -9,16 +10,15 @@ exception from inside torch or a wrapped internal error fails the test.
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import pytest
 
 from pdl_experiments.config import ConfigError, typed
-from pdl_experiments.config.ranges import _RANGES, validate
+from pdl_experiments.config.ranges import validate
 from pdl_experiments.techniques import QUICK, TECHNIQUES
 
-from helpers import REPO
+from helpers import REPO, as_pdl_run, bad_values
 
 MODELS = sorted(p.stem for p in (REPO / "configs" / "model").glob("*.yaml"))
 DATASETS = ["digits", "reverse"]
@@ -27,21 +27,6 @@ SMALL_DATA = {
     "reverse": ["dataset.length=8", "dataset.n_train=300", "dataset.n_val=50", "dataset.n_test=50"],
 }
 MATRIX = [(t, m, d) for t in TECHNIQUES for m in MODELS for d in DATASETS]
-
-
-@contextlib.contextmanager
-def as_pdl_run(overrides: list[str]):
-    """The config `pdl-run <overrides>` runs, with Hydra's runtime config set meanwhile."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.hydra_config import HydraConfig
-
-    with initialize_config_module(config_module="pdl_experiments.configs", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    try:
-        yield cfg  # typed() leaves the hydra section out
-    finally:
-        HydraConfig.instance().cfg = None
 
 
 def _run(tmp_path, overrides):
@@ -112,35 +97,6 @@ def test_the_combinations_that_make_sense_run(tmp_path):
         assert (tmp_path / t / "run" / "metrics.json").is_file()
 
 
-def _bad_values(ok) -> list:
-    """Values `ok` rejects, from a list of the usual suspects."""
-    found = []
-    for v in (-1, 0, 1.5, 2, 181, 1e9, [], [0], [1, 2, 3]):
-        try:
-            if not ok(v):
-                found.append(v)
-        except (TypeError, ValueError):
-            continue
-    return found[:2]
-
-
-RANGE_CASES = [
-    (key, v)
-    for key, ok, _ in _RANGES
-    for v in _bad_values(ok)
-    if not key.startswith(("optimizer.betas", "optimizer.eps"))
-]
-
-
-@pytest.mark.parametrize("key,value", RANGE_CASES, ids=[f"{k}={v}" for k, v in RANGE_CASES])
-def test_every_ranged_option_refuses_out_of_range_values(key, value):
-    group_for = {"optimizer.momentum": ["optimizer=sgd"], "optimizer.weight_decay": []}
-    overrides = [*group_for.get(key, []), f"{key}={value}".replace(" ", "")]
-    with as_pdl_run(overrides) as cfg:
-        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-            validate(typed(cfg))
-
-
 OPTIMIZERS = sorted(p.stem for p in (REPO / "configs" / "optimizer").glob("*.yaml"))
 SCHEDULERS = ["cosine", "step"]
 # Options of the optimizer and scheduler groups their shipped configs do not set (added with +).
@@ -191,7 +147,7 @@ def test_every_numeric_option_of_a_target_group_refuses_bad_values(group, name, 
     )
     from pdl_experiments.config.ranges import _OPTION_RANGES
 
-    bads = _bad_values(_OPTION_RANGES[key][0]) if key in _OPTION_RANGES else [0]
+    bads = bad_values(_OPTION_RANGES[key][0]) if key in _OPTION_RANGES else [0]
     plus = "+" if (group, name, key, value) in UNSET_OPTIONS else ""
     for bad in bads:
         override = f"{plus}{group}.{key}={bad}".replace(" ", "")
@@ -212,32 +168,6 @@ def test_a_wrong_type_names_the_key():
             compat.check_options(cfg.model, "model")
 
 
-def test_divergence_is_named_whatever_meets_it_first(tmp_path):
-    with pytest.raises(Exception, match="non-finite") as e:
-        _run(
-            tmp_path,
-            [
-                "optimizer=sgd",
-                "optimizer.lr=1e6",
-                "optimizer.momentum=0.99",
-                "trainer.max_epochs=2",
-                "trainer.progress=none",
-                "dataset.subset=300",
-            ],
-        )
-    assert "histogram" not in str(e.value)
-
-
-def test_the_augmentation_preview_changes_nothing_of_the_run(tmp_path):
-    from helpers import run_small
-
-    common = ["augmentation=light", "trainer.max_epochs=2", "bn.diagnostics=false", "dataset.subset=300"]
-    with_grid, _ = run_small(tmp_path, [*common, "augmentation.grid=true"], name="grid")
-    without, _ = run_small(tmp_path, [*common, "augmentation.grid=false"], name="nogrid")
-    keys = [k for k in with_grid if "acc" in k or "loss" in k]
-    assert keys and {k: with_grid[k] for k in keys} == {k: without[k] for k in keys}
-
-
 def test_an_unknown_optimizer_or_scheduler_option_is_named_with_the_allowed_ones():
     from pdl_experiments.config import checks as compat
 
@@ -255,27 +185,3 @@ def test_an_unknown_optimizer_or_scheduler_option_is_named_with_the_allowed_ones
         assert (
             "params" not in message.split("expected one of", 1)[1].split(", ")[:1]
         )  # passed in, not an option
-
-
-@pytest.mark.parametrize(
-    "overrides,key",
-    [
-        (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size"),
-        (["scheduler=step", "scheduler.gamma=0"], "scheduler.gamma"),
-        (["scheduler=cosine", "+scheduler.T_max=0"], "scheduler.T_max"),
-        (["optimizer.lr=-0.1"], "optimizer.lr"),
-        (["optimizer.weight_decay=-1"], "optimizer.weight_decay"),
-        (["optimizer=sgd", "optimizer.momentum=-0.5"], "optimizer.momentum"),
-        (["+optimizer.betas=[0.9,1.5]"], "optimizer.betas"),
-    ],
-)
-def test_pdl_run_refuses_a_bad_optimizer_or_scheduler_value_in_one_line(tmp_path, overrides, key):
-    """What a user types: exit 1, one line on stderr naming the key and what is allowed."""
-    from helpers import pdl_run
-
-    out = pdl_run([*overrides, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, timeout=120)
-    assert out.returncode == 1, out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"pdl-run: error: {key}="), out.stderr
-    assert "expected" in lines[0]
-    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -1,10 +1,11 @@
-"""The batched augmentation, the uint8 and streamed data paths, and exact resume with them.
+"""data/augment.py: the batched augmentation, the uint8 data path, and exact resume with them.
 
 Properties of data/augment.py: each image of a batch draws its own parameters, within the
 configured ranges; an operation that is off is the identity; values stay in [0, 1]; 1- and
-3-channel data; the same pixels as torchvision's transforms for the same parameters. Then the
-loaders: uint8 in memory, float batches out; an image folder streamed from disk gives the same
-batches; a run interrupted mid-epoch with augmentation on resumes to the same metrics.
+3-channel data; the same pixels as torchvision's transforms for the same parameters; built from
+the `augmentation` config group. Then the loaders: uint8 in memory, float batches out,
+augmented batches replayed on a resume; a run interrupted mid-epoch with augmentation on
+resumes to the same metrics.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 
-from pdl_experiments.data import TensorLoader, as_float
+from pdl_experiments.data import TensorLoader
 from pdl_experiments.data.augment import (
     AugmentationError,
     AugmentParams,
@@ -28,7 +28,7 @@ from pdl_experiments.data.augment import (
     draw_params,
 )
 
-from helpers import interrupt_and_resume, without_timings
+from helpers import interrupt_and_resume, without_timings, write_folder
 
 OFF = dict(crop_scale=1.0, mirror=0.0, rotation=0.0, brightness=0.0, saturation=0.0)
 ALL = dict(crop_scale=0.6, mirror=0.5, rotation=20.0, brightness=0.3, saturation=0.4)
@@ -172,6 +172,43 @@ def test_the_per_image_reference_stays_available():
     assert y.shape == (4, 3, 16, 16) and 0 <= y.min() and y.max() <= 1
 
 
+# ------------------------------------------------------------------ from the config
+def _aug(**kw):
+    from pdl_experiments.config.schema import AugmentationConfig
+    from pdl_experiments.data.augment import build_augmentation
+
+    cfg = AugmentationConfig(**kw)
+    return build_augmentation(cfg, (3, 16, 16))
+
+
+@pytest.mark.parametrize(
+    "op",
+    [dict(crop_scale=0.5), dict(mirror=1.0), dict(rotation=30), dict(brightness=0.5), dict(saturation=0.9)],
+)
+def test_each_augmentation_changes_images_and_keeps_range(op):
+    torch.manual_seed(0)
+    x = torch.rand(8, 3, 16, 16)
+    aug = _aug(**op)
+    y = aug(x)
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert not torch.allclose(x, y)
+
+
+def test_no_augmentation_is_none_and_saturation_on_grayscale_is_an_error():
+    from pdl_experiments.config.schema import AugmentationConfig
+    from pdl_experiments.data.augment import AugmentationError, build_augmentation
+
+    assert build_augmentation(AugmentationConfig(), (1, 8, 8)) is None
+    with pytest.raises(AugmentationError, match="1-channel"):
+        build_augmentation(AugmentationConfig(saturation=0.5), (1, 8, 8))
+
+
+def test_mirror_flips_per_image():
+    x = torch.arange(16.0).view(1, 1, 4, 4).repeat(4, 3, 1, 1) / 16
+    y = _aug(mirror=1.0)(x)
+    assert torch.equal(y, x.flip(-1))
+
+
 # ------------------------------------------------------------------ the loaders
 def test_uint8_in_memory_float_batches_out_and_augmented_batches_replay_on_resume():
     from pdl_experiments.data.synthetic import load_synthetic
@@ -191,38 +228,6 @@ def test_uint8_in_memory_float_batches_out_and_augmented_batches_replay_on_resum
     for (xa, ya), (xb, yb) in zip(epoch[3:], again, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     assert not torch.equal(epoch[0][0], next(iter(loader))[0])  # the next epoch: new draws
-
-
-def write_folder(root, n_per_class: int = 20, size: int = 20) -> str:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for c in ("a", "b", "c"):
-        (root / c).mkdir(parents=True)
-        for i in range(n_per_class):
-            img = (rng.random((size, size, 3)) * 80 + 60 * ("abc".index(c))).astype(np.uint8)
-            Image.fromarray(img).save(root / c / f"{i}.png")
-    return str(root)
-
-
-@pytest.mark.parametrize("workers", [0, 1])
-def test_a_streamed_image_folder_gives_the_in_memory_batches(tmp_path, workers):
-    from pdl_experiments.data.image_folder import FolderImages, load_image_folder
-
-    root = write_folder(tmp_path / "imgs")
-    mem = load_image_folder(root, image_size=16, seed=0)
-    streamed = load_image_folder(root, image_size=16, seed=0, in_memory=False, workers=workers)
-    auto = load_image_folder(root, image_size=16, seed=0, memory_budget_mb=0.01)  # over budget: streamed
-    assert isinstance(streamed.train[0], FolderImages) and isinstance(auto.train[0], FolderImages)
-    assert torch.equal(streamed.train[0].load(), mem.train[0])
-    assert torch.equal(as_float(streamed.test[0]), mem.test[0])
-    assert streamed.info.in_shape == mem.info.in_shape == (3, 16, 16)
-    batches = []
-    for data in (mem, streamed):
-        loader = TensorLoader(*data.train, 8, shuffle=True, generator=torch.Generator().manual_seed(0))
-        batches.append(list(loader.iter_from(1)))
-    for (xa, ya), (xb, yb) in zip(*batches, strict=True):
-        assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
 # ------------------------------------------------------------------ a run, interrupted and resumed

@@ -1,4 +1,5 @@
-"""Dataset loaders, run against tiny fake files written in each real on-disk format.
+"""data/vision.py (and the file readers behind it, data/readers.py): MNIST, Fashion-MNIST,
+CIFAR-10/100 and SVHN, run against tiny fake files written in each real on-disk format.
 
 Nothing here downloads: every test writes its own few images into tmp_path.
 """
@@ -17,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from pdl_experiments.data import DataError, DataSplits, as_float, vision
-from pdl_experiments.data.digits import load_digits
-from pdl_experiments.data.image_folder import load_image_folder
+from pdl_experiments.data import DataError, vision
 from pdl_experiments.data.vision import load_vision
+
+from helpers import assert_same, check_splits
 
 N_TRAIN, N_TEST, N_CLASSES_USED = 30, 10, 3  # labels 0..2 (SVHN: 1..3, i.e. 10 -> 0 too)
 
@@ -135,36 +136,6 @@ def write_svhn(root, seed: int = 0) -> str:
         y[y == 0] = 10  # SVHN's label for digit 0; labels are 10, 1, 2
         savemat(os.path.join(root, name), {"X": _pixels(rng, 32, 32, 3, n), "y": y[:, None]})
     return str(root)
-
-
-# --------------------------------------------------------------------------------------
-# Checks shared by every dataset
-# --------------------------------------------------------------------------------------
-
-
-def check_splits(s: DataSplits, shape: tuple, n_train_total: int, n_test: int) -> None:
-    # The training split stays uint8 in memory (the loaders convert each batch); val and test
-    # are float in [0, 1].
-    assert s.train[0].dtype == torch.uint8
-    for x, y in ((as_float(s.train[0]), s.train[1]), s.val, s.test):
-        assert x.dtype == torch.float32 and y.dtype == torch.long
-        assert tuple(x.shape[1:]) == shape and len(x) == len(y)
-        if len(x):
-            assert 0.0 <= x.min() and x.max() <= 1.0
-    sizes = s.sizes()
-    assert sizes["train"] + sizes["val"] == n_train_total
-    assert sizes["test"] == n_test
-    assert s.info.in_shape == shape
-    assert len(s.info.mean) == len(s.info.std) == shape[0]
-    assert len(s.info.class_names) == s.info.num_classes
-    # every class present in the train split appears in val too (stratified)
-    assert set(s.val[1].tolist()) == set(s.train[1].tolist())
-
-
-def assert_same(a: DataSplits, b: DataSplits) -> None:
-    for k in ("train", "val", "test"):
-        for ta, tb in zip(getattr(a, k), getattr(b, k), strict=True):
-            assert torch.equal(ta, tb)
 
 
 # --------------------------------------------------------------------------------------
@@ -375,89 +346,3 @@ def test_bad_val_fraction(tmp_path):
     write_mnist(tmp_path)
     with pytest.raises(DataError, match="val_fraction"):
         load_vision("mnist", root=str(tmp_path), val_fraction=1.0)
-
-
-# --------------------------------------------------------------------------------------
-# image_folder
-# --------------------------------------------------------------------------------------
-
-
-def write_image_folder(root, classes=("cat", "dog", "fish"), per_class: int = 6) -> str:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    modes = ["RGB", "L", "RGBA", "P"]  # the loader must normalise whatever it finds
-    for c in classes:
-        os.makedirs(os.path.join(root, c), exist_ok=True)
-        for i in range(per_class):
-            mode = modes[i % len(modes)]
-            img = Image.fromarray(_pixels(rng, 10 + i, 12, 3)).convert(mode)  # not square
-            img.save(os.path.join(root, c, f"{i}.png"))
-    # things that are not images must be ignored
-    with open(os.path.join(root, classes[0], "notes.txt"), "w") as f:
-        f.write("not an image")
-    os.makedirs(os.path.join(root, ".hidden"), exist_ok=True)
-    return str(root)
-
-
-@pytest.mark.parametrize("grayscale,channels", [(False, 3), (True, 1)])
-def test_image_folder(tmp_path, grayscale, channels):
-    root = write_image_folder(tmp_path / "imgs")
-    s = load_image_folder(root, image_size=8, grayscale=grayscale, seed=0)
-    check_splits(s, (channels, 8, 8), 12 + 3, 3)
-    assert s.sizes() == {"train": 12, "val": 3, "test": 3}  # 6 per class: 4 / 1 / 1
-    assert s.info.class_names == ["cat", "dog", "fish"]
-    assert set(s.test[1].tolist()) == {0, 1, 2}
-    assert_same(s, load_image_folder(root, image_size=8, grayscale=grayscale, seed=0))
-
-
-@pytest.mark.parametrize("case", ["missing", "empty", "one class"])
-def test_image_folder_bad_root(tmp_path, case):
-    root = tmp_path / "imgs"
-    if case != "missing":
-        root.mkdir()
-    if case == "one class":
-        write_image_folder(root, classes=("only",))
-    with pytest.raises(DataError, match=re.escape(str(root))) as e:
-        load_image_folder(str(root))
-    assert "\n" not in str(e.value)
-
-
-def test_image_folder_unreadable_image_names_the_file(tmp_path):
-    root = write_image_folder(tmp_path / "imgs")
-    bad = os.path.join(root, "dog", "broken.png")
-    with open(bad, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n not really")
-    with pytest.raises(DataError, match="broken.png"):
-        load_image_folder(root)
-
-
-# --------------------------------------------------------------------------------------
-# digits (sklearn's bundled set)
-# --------------------------------------------------------------------------------------
-
-
-def test_digits_split_is_complete_stratified_and_deterministic():
-    s = load_digits(seed=3)
-    assert sum(s.sizes().values()) == 1797
-    for x, y in (s.train, s.val, s.test):
-        assert x.shape[1:] == (1, 8, 8) and 0.0 <= x.min() and x.max() <= 1.0
-        assert set(y.tolist()) == set(range(10))
-    assert_same(s, load_digits(seed=3))
-    assert not torch.equal(s.test[1], load_digits(seed=4).test[1])
-
-
-def test_digits_are_read_as_scikit_learn_reads_them_without_importing_it():
-    import subprocess
-    import sys
-
-    from sklearn.datasets import load_digits as sk_digits
-
-    from pdl_experiments.data.digits import _read_digits
-
-    images, target = _read_digits()
-    bunch = sk_digits()
-    assert np.array_equal(images, bunch.images) and np.array_equal(target, bunch.target)
-    probe = "import sys; from pdl_experiments.data.digits import load_digits; load_digits(); print('sklearn' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"

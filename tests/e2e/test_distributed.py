@@ -1,6 +1,7 @@
-"""More than one process (pdl_experiments/distributed.py): real runs of two gloo processes on
-the CPU (pdl-run's own launch and torchrun), and the pure pieces (the job -> GPU assignment,
-the batch sharding, the SyncBatchNorm conversion)."""
+"""More than one process (parallel/): real runs of two gloo processes on the CPU (pdl-run's own
+launch and torchrun). The pure pieces: parallel/test_launch.py (the job -> GPU assignment,
+what is refused first), parallel/test_distributed.py (SyncBatchNorm), data/test_loaders.py
+(the batch sharding)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
-from pdl_experiments.config import ConfigError
-from pdl_experiments.data import TensorLoader
-from pdl_experiments.parallel.distributed import convert_sync_bn
-from pdl_experiments.parallel.launch import assign_gpus
-
-from helpers import ENV, PY, pdl_run, run_small
+from helpers import ENV, PY, pdl_run
 
 # The default run (technique=bn, the cnn on the digits), small: ~1 s of training per process.
 COMMON = ["trainer.max_epochs=5", "trainer.progress=plain", "bn.diagnostics=false", "trainer.num_threads=1"]
@@ -160,67 +155,3 @@ def test_a_sweep_of_two_process_jobs(tmp_path):
     for job in jobs:
         assert json.loads((job / "status.json").read_text())["status"] == "ok"
         assert len(list(job.glob("events.out.tfevents.*"))) == 1
-
-
-@pytest.mark.parametrize(
-    "overrides,message",
-    [
-        (["technique=gan"], "trainer.devices=2: technique=gan steps its generator"),
-        (["technique=nas"], "trainer.devices=2: technique=nas steps the architecture"),
-        (["trainer.sync_bn=true", "trainer.device=cpu"], "trainer.sync_bn=true needs CUDA"),
-        (["trainer.batch_size=1"], "trainer.batch_size=1 is the global batch"),
-    ],
-    ids=["gan", "nas", "sync_bn_cpu", "batch"],
-)
-def test_refused_before_any_process_starts(tmp_path, overrides, message):
-    with pytest.raises(ConfigError, match=message):
-        run_small(tmp_path, ["trainer.devices=2", *overrides])
-
-
-def test_devices_range(tmp_path):
-    with pytest.raises(ConfigError, match=r"trainer.devices=0 is out of range: expected an integer >= 1"):
-        run_small(tmp_path, ["trainer.devices=0"])
-
-
-@pytest.mark.parametrize(
-    "visible,expected",
-    [(1, [[0], [0], [0], [0], [0]]), (2, [[0], [1], [0], [1], [0]]), (4, [[0], [1], [2], [3], [0]])],
-)
-def test_sweep_jobs_get_gpus_round_robin(visible, expected):
-    assert [assign_gpus(job, visible) for job in range(5)] == expected
-
-
-def test_gpu_blocks_for_multi_gpu_jobs():
-    assert [assign_gpus(job, 4, devices=2) for job in range(3)] == [[0, 1], [2, 3], [0, 1]]
-    assert assign_gpus(3, 0) == []
-    with pytest.raises(ValueError):
-        assign_gpus(0, 2, devices=4)
-
-
-@pytest.mark.parametrize("n", [10, 9])
-def test_each_rank_takes_its_slice_of_the_same_global_batches(n):
-    x, y = torch.arange(n).float().view(n, 1), torch.arange(n)
-
-    def batches(rank, world):
-        gen = torch.Generator().manual_seed(3)
-        loader = TensorLoader(x, y, 4, shuffle=True, generator=gen, rank=rank, world_size=world)
-        return [yb.tolist() for _, yb in loader]
-
-    one = batches(0, 1)
-    r0, r1 = batches(0, 2), batches(1, 2)
-    assert len(r0) == len(r1)  # the ranks step together
-    assert [a + b for a, b in zip(r0, r1, strict=True)] == one[: len(r0)]
-    assert len(r0) == (3 if n == 10 else 2)  # a last batch of 1 cannot feed two ranks: dropped
-
-
-def test_sync_bn_conversion_keeps_parameters_and_state():
-    model = nn.Sequential(
-        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
-    )
-    params = list(model.parameters())
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    convert_sync_bn(model)
-    assert isinstance(model[1], nn.SyncBatchNorm) and isinstance(model[2][1], nn.SyncBatchNorm)
-    assert all(a is b for a, b in zip(params, model.parameters(), strict=True))  # optimizers still hold them
-    assert model.state_dict().keys() == state.keys()
-    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())

@@ -1,12 +1,11 @@
-"""The Optuna sweeper (`hydra/sweeper=optuna`, hydra_plugins/pdl_optuna_sweeper).
+"""The Optuna sweeper (`hydra/sweeper=optuna`, hydra_plugins/pdl_optuna_sweeper) in processes.
 
 First the cases of Hydra's own Optuna sweeper tests (plugins/hydra_optuna_sweeper/tests/
-test_optuna_sweeper_plugin.py), ported to this sweeper and to the distribution classes of
-the current Optuna (FloatDistribution / IntDistribution). Where this sweeper means to differ,
-the case says so: `range` leaves its stop value out, as Hydra's range does everywhere else;
-a sweep with nothing to search is refused. Then pdl-run itself on the bundled digits: a
-stored study resumed, the test split refused as an objective, pruning through the trainer, a
-diverging trial, a trial left running by a killed sweep.
+test_optuna_sweeper_plugin.py) that run its example app (optuna_app/sphere.py), ported to
+this sweeper: a sweep with nothing to search is refused. Then pdl-run itself on the bundled
+digits: a stored study resumed, the test split refused as an objective, pruning through the
+trainer, a diverging trial, a trial left running by a killed sweep. The in-process cases
+(the search space, trial states): sweeps/test_optuna_sweeper.py.
 """
 
 from __future__ import annotations
@@ -18,17 +17,13 @@ import pytest
 
 optuna = pytest.importorskip("optuna")  # the `hpo` extra
 
-from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from optuna.distributions import (  # noqa: E402
-    BaseDistribution,
-    CategoricalDistribution,
     FloatDistribution,
-    IntDistribution,
 )
 from optuna.trial import TrialState  # noqa: E402
 
-from helpers import ENV, PY, REPO, pdl_run  # noqa: E402
+from helpers import ENV, PY, REPO, optuna_study, pdl_run, trial_states  # noqa: E402
 
 SPHERE = REPO / "tests" / "optuna_app" / "sphere.py"
 # pdl-run jobs small enough for CI: 300 training digits, no BN diagnostics, no progress bars.
@@ -42,110 +37,7 @@ def _sphere(args: list[str], tmp_path: Path, warnings_are_errors: bool = True):
     return subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
 
 
-def _study(sweep: Path, name: str | None = None):
-    storage = f"sqlite:///{sweep / 'optuna.db'}"
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-    assert name is None and len(names) == 1 or name in names, names
-    return optuna.load_study(study_name=name or names[0], storage=storage)
-
-
-def _states(study) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for t in study.trials:
-        out[t.state.name] = out.get(t.state.name, 0) + 1
-    return out
-
-
 # ======================================================================== ported cases
-def test_discovery() -> None:
-    from hydra.core.plugins import Plugins
-    from hydra.plugins.sweeper import Sweeper
-
-    from hydra_plugins.pdl_optuna_sweeper.optuna_sweeper import OptunaSweeper
-
-    assert OptunaSweeper.__name__ in [x.__name__ for x in Plugins.instance().discover(Sweeper)]
-
-
-def _check_distribution(expected: BaseDistribution, actual: BaseDistribution) -> None:
-    if not isinstance(expected, CategoricalDistribution):
-        assert expected == actual
-        return
-    assert isinstance(actual, CategoricalDistribution)
-    assert set(expected.choices) == set(actual.choices)  # shuffle() changes the order
-
-
-@pytest.mark.parametrize(
-    ("line", "expected"),
-    [
-        ("key=choice(1,2)", CategoricalDistribution([1, 2])),
-        ("key=choice(true, false)", CategoricalDistribution([True, False])),
-        ("key=choice('hello', 'world')", CategoricalDistribution(["hello", "world"])),
-        ("key=shuffle(range(1,3))", CategoricalDistribution((1, 2))),
-        # Hydra's upstream case: IntUniformDistribution(1, 3); here the stop value is out.
-        ("key=range(1,3)", IntDistribution(1, 2)),
-        ("key=range(1, 10, step=3)", IntDistribution(1, 7, step=3)),
-        ("key=interval(1, 5)", FloatDistribution(1, 5)),
-        ("key=int(interval(1, 5))", IntDistribution(1, 5)),
-        ("key=tag(log, interval(1, 5))", FloatDistribution(1, 5, log=True)),
-        ("key=tag(log, int(interval(1, 5)))", IntDistribution(1, 5, log=True)),
-        # upstream: DiscreteUniformDistribution(0.5, 5.5, 1)
-        ("key=range(0.5, 5.5, step=1)", FloatDistribution(0.5, 4.5, step=1)),
-    ],
-)
-def test_distribution_parsing(line: str, expected: BaseDistribution) -> None:
-    from hydra_plugins.pdl_optuna_sweeper._space import distribution
-
-    actual = distribution(OverridesParser.create().parse_override(line))
-    assert isinstance(actual, BaseDistribution)
-    _check_distribution(expected, actual)
-
-
-@pytest.mark.parametrize(
-    ("lines", "expected"),
-    [
-        (["key=choice(1,2)"], ({"key": CategoricalDistribution([1, 2])}, {})),
-        (["key=5"], ({}, {"key": "5"})),
-        (["key1=choice(1,2)", "key2=5"], ({"key1": CategoricalDistribution([1, 2])}, {"key2": "5"})),
-        (
-            ["key1=choice(1,2)", "key2=5", "key3=range(1,3)"],
-            ({"key1": CategoricalDistribution([1, 2]), "key3": IntDistribution(1, 2)}, {"key2": "5"}),
-        ),
-        # a fixed value on the command line wins over the search of hydra.sweeper.params
-        (["key1=choice(1,2)", "key1=5"], ({}, {"key1": "5"})),
-    ],
-)
-def test_create_params_from_overrides(lines, expected) -> None:
-    from hydra_plugins.pdl_optuna_sweeper._space import search_space
-
-    space, fixed = search_space(lines)
-    assert fixed == expected[1]
-    assert space.keys() == expected[0].keys()
-    for key, d in expected[0].items():
-        _check_distribution(d, space[key])
-
-
-def test_launch_jobs(hydra_sweep_runner, tmp_path: Path) -> None:
-    sweep = hydra_sweep_runner(
-        calling_file=None,
-        calling_module="hydra.test_utils.a_module",
-        config_path="configs",
-        config_name="compose.yaml",
-        task_function=None,
-        overrides=[
-            "hydra/sweeper=optuna",
-            "hydra/launcher=basic",
-            "hydra.sweeper.n_trials=8",
-            "hydra.sweeper.n_jobs=3",
-            # upstream searches nothing; this sweeper refuses an empty search space
-            "foo=choice(10, 20)",
-        ],
-        temp_dir=tmp_path / "sweep",
-    )
-    with sweep:  # (its exit removes the sweep dir)
-        assert sweep.returns is None
-        study = _study(tmp_path / "sweep")
-        assert _states(study) == {"COMPLETE": 8}
-        assert {t.value for t in study.trials} == {100.0}  # what SweepTaskFunction returns
 
 
 def test_empty_search_space_is_refused(tmp_path: Path) -> None:
@@ -231,66 +123,15 @@ def test_failure_rate(max_failure_rate: float, tmp_path: Path) -> None:
     ]
     p = _sphere(args, tmp_path)
     error_string = "RuntimeError: cfg.error is True"
-    study = _study(tmp_path / "sweep")
+    study = optuna_study(tmp_path / "sweep")
     if max_failure_rate < 1.0:
         assert p.returncode != 0 and error_string in p.stderr
-        assert _states(study) == {"FAIL": 2}  # stopped after the first batch
+        assert trial_states(study) == {"FAIL": 2}  # stopped after the first batch
     else:
         assert error_string not in p.stderr
-        assert _states(study) == {"FAIL": 20}  # every trial tried, none stopped the search
+        assert trial_states(study) == {"FAIL": 20}  # every trial tried, none stopped the search
         assert not (tmp_path / "sweep" / "optimization_results.yaml").exists()
     assert all(t.user_attrs["error"] == error_string for t in study.trials)
-
-
-# ======================================================================== the sweeper alone
-def test_job_returns_become_trial_states() -> None:
-    from hydra.core.utils import JobReturn, JobStatus
-
-    from hydra_plugins.pdl_optuna_sweeper._impl import _outcome, default_direction
-
-    def ret(value, status=JobStatus.COMPLETED):
-        r = JobReturn()
-        r.status, r.return_value = status, value
-        return r
-
-    assert _outcome(ret({"val/acc": 0.9, "test/acc": 0.8}), "val/acc").value == 0.9
-    assert _outcome(ret(2.5), "val/acc").value == 2.5
-    assert _outcome(ret({"status": "pruned"}), "val/acc").state == TrialState.PRUNED
-    failed = _outcome(ret({"status": "failed", "error": "non-finite loss"}), "val/acc")
-    assert failed.state == TrialState.FAIL and failed.reason == "non-finite loss" and failed.stopped is None
-    stopped = _outcome(ret({"status": "interrupted"}), "val/acc")
-    assert stopped.state == TrialState.FAIL and stopped.stopped == "interrupted"
-    assert _outcome(ret({"val/acc": float("nan")}), "val/acc").state == TrialState.FAIL
-    assert _outcome(ret(RuntimeError("boom"), JobStatus.FAILED), "val/acc").reason == "RuntimeError: boom"
-    missing = _outcome(ret({"val/loss": 1.0}), "val/acc")
-    assert missing.state == TrialState.FAIL and "not among the job's metrics (val/loss)" in missing.reason
-    assert [default_direction(m) for m in ("val/acc", "val/loss", "gan/fid", "val/token_acc")] == [
-        "maximize",
-        "minimize",
-        "minimize",
-        "maximize",
-    ]
-
-
-def test_override_lines_read_back_as_the_same_values() -> None:
-    from hydra_plugins.pdl_optuna_sweeper._space import override_line
-
-    parser = OverridesParser.create()
-    for value in [
-        "mlp",
-        "a b",
-        "it's",
-        "end\\",
-        "1",
-        "true",
-        "c,d",
-        "sqlite:////tmp/a b/o.db",
-        1e-05,
-        3,
-        True,
-    ]:
-        assert parser.parse_override(override_line("k", value)).value() == value, value
-    assert override_line("k", None) == "k=null"
 
 
 # ======================================================================== pdl-run
@@ -311,8 +152,8 @@ def test_search_resumes_its_stored_study(tmp_path: Path) -> None:
     ]
     p = pdl_run(cmd, tmp_path, timeout=400)
     assert p.returncode == 0, p.stderr
-    study = _study(sweep)
-    assert _states(study) == {"COMPLETE": 3}
+    study = optuna_study(sweep)
+    assert trial_states(study) == {"COMPLETE": 3}
     jobs = _metrics(sweep)
     assert len(jobs) == 3
     results = OmegaConf.load(sweep / "optimization_results.yaml")
@@ -323,8 +164,8 @@ def test_search_resumes_its_stored_study(tmp_path: Path) -> None:
     # The same command, more trials wanted: only the missing ones run, in new job dirs.
     p = pdl_run([a.replace("n_trials=3", "n_trials=5") for a in cmd], tmp_path, timeout=400)
     assert p.returncode == 0, p.stderr
-    study = _study(sweep)
-    assert _states(study) == {"COMPLETE": 5}
+    study = optuna_study(sweep)
+    assert trial_states(study) == {"COMPLETE": 5}
     assert sorted(d.name.split("_", 1)[0] for d in sweep.iterdir() if (d / ".hydra").is_dir()) == list(
         "01234"
     )
@@ -364,9 +205,9 @@ def test_pruned_trials_stop_through_the_trainer(tmp_path: Path) -> None:
         timeout=400,
     )
     assert p.returncode == 0, p.stderr
-    study = _study(sweep)
+    study = optuna_study(sweep)
     pruned = study.get_trials(states=(TrialState.PRUNED,))
-    assert pruned and len(pruned) + _states(study).get("COMPLETE", 0) == 5
+    assert pruned and len(pruned) + trial_states(study).get("COMPLETE", 0) == 5
     # Every trial reported val/acc after each epoch it ran.
     for t in study.trials:
         assert t.intermediate_values and max(t.intermediate_values) == (
@@ -401,8 +242,8 @@ def test_a_diverging_trial_fails_and_the_search_goes_on(tmp_path: Path) -> None:
     )
     assert p.returncode == 1  # as in any sweep: a failed job is reported at the end
     assert "1 of 2 jobs failed" in p.stderr
-    study = _study(sweep)
-    assert _states(study) == {"COMPLETE": 1, "FAIL": 1}
+    study = optuna_study(sweep)
+    assert trial_states(study) == {"COMPLETE": 1, "FAIL": 1}
     failed = study.get_trials(states=(TrialState.FAIL,))[0]
     assert failed.params == {"optimizer.lr": 1e9} and "non-finite" in failed.user_attrs["error"]
     assert OmegaConf.load(sweep / "optimization_results.yaml").best_params["optimizer.lr"] == 0.05
@@ -430,7 +271,7 @@ def test_a_trial_left_running_is_failed_and_not_counted(tmp_path: Path) -> None:
         timeout=300,
     )
     assert p.returncode == 0, p.stderr
-    t0, t1 = _study(sweep, "D").trials
+    t0, t1 = optuna_study(sweep, "D").trials
     assert t0.state == TrialState.FAIL and t0.user_attrs["pdl.stopped"] == "abandoned"
     assert t1.state == TrialState.COMPLETE
     assert [d.name.split("_", 1)[0] for d in sweep.iterdir() if (d / ".hydra").is_dir()] == ["1"]
@@ -456,7 +297,7 @@ def test_a_metric_no_job_reports_stops_the_search(tmp_path: Path) -> None:
     last = p.stderr.strip().splitlines()[-1]
     assert last.startswith("pdl-run: error: hydra.sweeper.metric=val/nosuch is not among the job's metrics (")
     assert "val/acc" in last
-    assert _states(_study(sweep)) == {"FAIL": 1}  # one trial told, none more started
+    assert trial_states(optuna_study(sweep)) == {"FAIL": 1}  # one trial told, none more started
 
 
 def test_a_stopped_search_resumes_with_the_same_command(tmp_path: Path) -> None:
@@ -492,35 +333,13 @@ def test_a_stopped_search_resumes_with_the_same_command(tmp_path: Path) -> None:
             break
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
-    study = _study(sweep)
+    study = optuna_study(sweep)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
     assert study.trials[1].user_attrs["pdl.stopped"] == "interrupted"
     assert "interrupted (train epoch" in (sweep / "summary.md").read_text()
 
     p = pdl_run(args, tmp_path, timeout=400)  # the same command: two more trials, new job dirs
     assert p.returncode == 0, p.stderr
-    study = _study(sweep)
-    assert _states(study) == {"COMPLETE": 3, "FAIL": 1}
+    study = optuna_study(sweep)
+    assert trial_states(study) == {"COMPLETE": 3, "FAIL": 1}
     assert sorted(d.name.split("_", 1)[0] for d in sweep.iterdir() if (d / ".hydra").is_dir()) == list("0123")
-
-
-def test_an_epoch_hook_stops_the_run_with_last_pt(tmp_path, monkeypatch) -> None:
-    from pdl_experiments.sweeps import hpo
-    from pdl_experiments.training import StopRun
-
-    from helpers import run_small
-
-    seen = []
-
-    def hook(epoch, logs):
-        seen.append((epoch, "val/acc" in logs))
-        if epoch == 2:
-            raise StopRun("enough", status="pruned")
-
-    monkeypatch.setattr(hpo, "epoch_hook", lambda: hook)
-    with pytest.raises(StopRun) as e:
-        run_small(tmp_path, ["trainer.max_epochs=4", "bn.diagnostics=false"])
-    assert (e.value.status, e.value.phase, e.value.epoch) == ("pruned", "train", 2)
-    assert seen == [(1, True), (2, True)]
-    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
-    assert not (tmp_path / "run" / "metrics.json").exists()

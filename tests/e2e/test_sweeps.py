@@ -1,8 +1,13 @@
-"""Sweeps through Hydra's launchers, and pdl-report over runs made one at a time."""
+"""pdl-run -m: job directories named by what varies, HPARAMS and a summary; Hydra's launchers
+(joblib, submitit); the log axis of an lr sweep; a diverging job failing alone; the
+statistics of a seed sweep per setting."""
 
 from __future__ import annotations
 
+import csv
 import json
+import math
+import statistics
 
 from helpers import pdl_run
 
@@ -53,29 +58,6 @@ def test_submitit_local_runs_a_two_job_sweep(tmp_path):
     assert (sweep / "summary.md").is_file()
 
 
-def test_pdl_report_over_single_runs(tmp_path):
-    from pdl_experiments.cli import report_main
-
-    from helpers import run_small
-
-    for lr in (0.002, 0.01):
-        run_small(tmp_path / "runs", [f"optimizer.lr={lr}", *FAST], name=f"lr{lr}")
-    report_main([str(tmp_path / "runs"), "--out", str(tmp_path / "report")])
-    csv = (tmp_path / "report" / "summary.csv").read_text().splitlines()
-    assert len(csv) == 3 and "test/acc" in csv[0]
-
-
-# The plot of a sweep over a numeric axis spanning 10x or more is drawn on a log scale.
-def test_log_scale_rule():
-    from pdl_experiments.sweeps.summary import log_scale
-
-    assert log_scale([0.001, 0.01, 0.1])
-    assert log_scale([1, 10])
-    assert not log_scale([1, 2, 5])
-    assert not log_scale([0, 1, 100])  # 0 has no place on a log axis
-    assert not log_scale([])
-
-
 def test_lr_sweep_plot_has_a_log_x_axis(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 
@@ -103,26 +85,90 @@ def test_lr_sweep_plot_has_a_log_x_axis(tmp_path, monkeypatch):
     assert fig.axes[0].get_xscale() == "log"
 
 
-def test_summary_prints_error_messages_with_brackets_as_text(tmp_path):
-    """A failed job's message is data: "[/x]" in it is not rich markup (it once broke the summary)."""
-    import io
-    import json
+def test_a_seed_sweep_is_summarised_per_setting(tmp_path):
+    sweep = tmp_path / "sweep"
+    p = pdl_run(
+        [
+            "-m",
+            "seed=0,1,2",
+            "bn.enabled=true,false",
+            "model=plain_deep",
+            "trainer.max_epochs=3",
+            "dataset.subset=300",
+            "trainer.num_threads=1",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    with open(sweep / "summary_seeds.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(r["n"] == "3" for r in rows)
+    jobs = [d for d in sweep.iterdir() if d.is_dir()]
+    for r in rows:
+        mine = [
+            json.loads((d / "metrics.json").read_text())
+            for d in jobs
+            if f"bn.enabled={r['bn.enabled']}" in (d / ".hydra" / "overrides.yaml").read_text()
+        ]
+        assert len(mine) == 3
+        for metric in ("test/acc", "val/loss"):
+            values = [m[metric] for m in mine]
+            assert float(r[f"{metric} mean"]) == statistics.fmean(values)
+            assert math.isclose(
+                float(r[f"{metric} std"]), statistics.stdev(values), rel_tol=1e-12, abs_tol=1e-15
+            )
+            assert float(r[f"{metric} ci95"]) >= 0
+    assert "Over seeds" in (sweep / "summary.md").read_text()
 
-    from rich.console import Console
 
-    from pdl_experiments.sweeps.summary import report
+def test_multirun_makes_job_dirs_with_hparams_and_a_summary(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    error = "model.channels=[0] must be positive [/bold] (allowed: [1, ...])"
-    for i, status in enumerate([{"status": "failed", "error": error}, {"status": "done"}]):
-        job = tmp_path / f"{i}_model.channels=[{i}]"
-        (job / ".hydra").mkdir(parents=True)
-        (job / ".hydra" / "config.yaml").write_text("seed: 0\n")
-        (job / ".hydra" / "overrides.yaml").write_text(f"- model.channels=[{i}]\n")
-        (job / "status.json").write_text(json.dumps(status))
-        if i:
-            (job / "metrics.json").write_text(json.dumps({"val/acc": 0.5, "test/acc": 0.5}))
-    out = io.StringIO()
-    rows = report([tmp_path], console=Console(file=out, width=300))
-    assert [r["status"] for r in rows] == ["failed: " + error, "ok"]
-    printed = out.getvalue()
-    assert "[/bold]" in printed and "[0]" in printed
+    sweep = tmp_path / "sweep"
+    p = pdl_run(
+        [
+            "-m",
+            "optimizer.lr=0.01,0.1",
+            "trainer.max_epochs=1",
+            "bn.diagnostics=false",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+    )
+    assert p.returncode == 0, p.stderr
+    jobs = sorted(d for d in sweep.iterdir() if d.is_dir())
+    assert [d.name.split("_")[0] for d in jobs] == ["0", "1"]
+    # Named by what varies between the jobs; the shared overrides are in the summary.
+    assert [d.name for d in jobs] == ["0_optimizer.lr=0.01", "1_optimizer.lr=0.1"]
+    for d in jobs:
+        assert (d / "metrics.json").is_file()
+        acc = EventAccumulator(str(d))
+        acc.Reload()
+        assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
+    for name in ("summary.csv", "summary.md"):
+        assert (sweep / name).is_file()
+    assert list(sweep.glob("*.png"))
+
+
+def test_diverging_job_fails_alone_in_a_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    p = pdl_run(
+        [
+            "-m",
+            "optimizer=sgd",
+            "optimizer.lr=0.05,1e9",
+            "bn.enabled=false",
+            "bn.diagnostics=false",
+            "trainer.max_epochs=2",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+    )
+    assert p.returncode != 0
+    rows = (sweep / "summary.csv").read_text().splitlines()
+    assert len(rows) == 3
+    assert ",ok," in rows[1]
+    assert "failed: non-finite loss" in rows[2] and "epoch 1, step" in rows[2]
+    ok_job = next(d for d in sweep.iterdir() if d.name.startswith("0_"))
+    assert json.loads((ok_job / "metrics.json").read_text())["test/acc"] > 0.2  # chance: 0.1

@@ -8,10 +8,8 @@ metrics as a run that was never interrupted. One test, over the registry.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 
 import pytest
 import torch
@@ -19,7 +17,7 @@ import torch
 from pdl_experiments.techniques import TECHNIQUES
 from pdl_experiments.training import Interrupted, Trainer
 
-from helpers import ENV, PY, pdl_run, run_small
+from helpers import run_small
 
 # Tiny settings of each technique, and the phases its recipe goes through with them.
 RECIPES = {
@@ -159,34 +157,3 @@ def test_killed_in_each_phase_resumes_to_the_same_metrics(
     got = comparable(resumed)
     assert got.keys() == expected.keys()
     assert got == pytest.approx(expected, rel=1e-6, abs=1e-9)
-
-
-@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: signal.Signals(s).name)
-def test_pdl_run_stops_on_a_signal_with_its_exit_code_and_resumes(tmp_path, sig):
-    """The command line: a real pdl-run process, one signal, exit 128 + signum, resumable."""
-    common = ["trainer.max_epochs=12", "trainer.progress=plain", "bn.diagnostics=false"]
-    proc = subprocess.Popen(
-        [PY, "-m", "pdl_experiments.cli", *common, f"hydra.run.dir={tmp_path / 'killed'}"],
-        cwd=tmp_path,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    for line in proc.stdout:  # wait until training is under way
-        if "epoch 3/12" in line:
-            proc.send_signal(sig)
-            break
-    proc.communicate(timeout=120)
-    assert proc.returncode == 128 + sig
-    ckpt = torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=True)
-    assert not ckpt["phase_complete"] and 3 <= ckpt["loop"]["epoch"] < 12
-    resumed = pdl_run(
-        common + [f"trainer.resume={tmp_path / 'killed'}", f"hydra.run.dir={tmp_path / 'resumed'}"], tmp_path
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    clean = pdl_run(common + [f"hydra.run.dir={tmp_path / 'clean'}"], tmp_path)
-    assert clean.returncode == 0, clean.stderr
-    read = lambda d: json.loads((tmp_path / d / "metrics.json").read_text())
-    assert read("resumed")["test/acc"] == read("clean")["test/acc"]
-    assert read("resumed")["val/loss"] == pytest.approx(read("clean")["val/loss"], rel=1e-6)

@@ -1,48 +1,23 @@
-"""The debug presets (configs/debug/) and the options behind them: fast dev runs of every
-technique, overfitting a few batches, batch limits, the profiler."""
+"""run/debug.py: the debug presets (configs/debug/) and the options behind them: fast dev runs
+of every technique, overfitting a few batches, batch limits on a run, the profiler. The
+loaders that cut the batches: data/test_loaders.py; the fdr preset through pdl-run:
+e2e/test_cli_runs.py."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import time
-from pathlib import Path
 
-import matplotlib
 import pytest
-import torch
 
-from pdl_experiments.config import ConfigError
-from pdl_experiments.data import FixedBatches, LimitedLoader, TensorLoader, first_batches, limit_count
 from pdl_experiments.run.debug import OVERFIT_TARGET, TRACE_FILE
 from pdl_experiments.techniques import TECHNIQUES
 from pdl_experiments.training.trainer import Trainer
 
-from helpers import ENV, REPO, interrupt_and_resume, pdl_run, run_small, without_timings
+from helpers import REPO, as_pdl_run, interrupt_and_resume, run_small, without_timings, written_since
 
 FDR_TIMES: dict[str, float] = {}  # wall seconds per technique, printed at the end (not asserted)
-# matplotlib's font cache stays where it is (it reads $XDG_CACHE_HOME once, on first use):
-# not this project's file, and the tests point XDG_CACHE_HOME at an empty directory.
-MPL_CACHE = matplotlib.get_cachedir()
-
-
-@contextlib.contextmanager
-def as_pdl_run(overrides: list[str], run_dir: Path):
-    """The config `pdl-run <overrides>` runs, with Hydra's runtime config set meanwhile (the
-    fdr preset puts the GAN judge's cache in ${hydra:runtime.output_dir})."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.hydra_config import HydraConfig
-
-    with initialize_config_module(config_module="pdl_experiments.configs", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    cfg.hydra.runtime.output_dir = str(run_dir)
-    HydraConfig.instance().set_config(cfg)
-    try:
-        yield cfg  # typed() leaves the hydra section out
-    finally:
-        HydraConfig.instance().cfg = None
 
 
 @pytest.fixture
@@ -59,18 +34,6 @@ def fits(monkeypatch):
 
     monkeypatch.setattr(Trainer, "fit", recording)
     return seen
-
-
-def _written_since(root: Path, stamp: float) -> list[Path]:
-    """Files under root modified after `stamp` (find ROOT -newer STAMP -type f)."""
-    out = []
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            p = Path(dirpath) / f
-            with contextlib.suppress(OSError):
-                if p.stat().st_mtime > stamp:
-                    out.append(p)
-    return out
 
 
 # ----------------------------------------------------------------------------- debug=fdr
@@ -93,30 +56,11 @@ def test_fdr_runs_one_batch_of_every_phase_and_writes_only_its_run_dir(
     assert fits, "no phase trained"
     for phase, batches, epochs, steps in fits:
         assert (batches, epochs, steps) == (1, 1, 1), f"phase {phase}: {batches} batches x {epochs} epochs"
-    outside = [p for p in _written_since(tmp_path, stamp) if run_dir not in p.parents]
+    outside = [p for p in written_since(tmp_path, stamp) if run_dir not in p.parents]
     assert not outside, f"written outside the run dir: {outside}"
     assert not cache.exists()
     if technique == "gan":  # the judge was trained and cached, inside the run dir
         assert list((run_dir / "judge_cache").glob("gan_judge-*.pt"))
-
-
-def test_fdr_cli_gan_leaves_the_outputs_tree_and_cache_alone(tmp_path):
-    """The real pdl-run: Hydra's files, the judge cache and the run's own files all in its dir."""
-    env = {**ENV, "XDG_CACHE_HOME": str(tmp_path / "cache"), "MPLCONFIGDIR": MPL_CACHE}
-    stamp = time.time() - 1e-3
-    t0 = time.perf_counter()
-    p = pdl_run(
-        ["debug=fdr", "technique=gan", "trainer.progress=none", "logger=[tensorboard,mlflow]"],
-        cwd=tmp_path,
-        env=env,
-    )
-    FDR_TIMES["gan (pdl-run)"] = time.perf_counter() - t0
-    assert p.returncode == 0, p.stderr[-2000:]
-    (run_dir,) = [d.parent for d in tmp_path.glob("outputs/runs/gan/*/*/metrics.json")]
-    outside = [f for f in _written_since(tmp_path, stamp) if run_dir not in f.parents]
-    assert not outside, f"written outside the run dir: {outside}"
-    assert list((run_dir / "judge_cache").glob("gan_judge-*.pt"))
-    assert (run_dir / "mlflow.db").is_file()  # the MLflow store too, not outputs/mlflow.db
 
 
 def test_fdr_times_are_reported():
@@ -140,18 +84,6 @@ def test_overfit_mlp_drives_the_training_loss_near_zero_and_says_so(tmp_path, fi
     assert "debug/overfit_ok" in capsys.readouterr().out  # the end-of-run summary table
 
 
-def test_overfit_batches_are_the_first_ones_in_order_unaugmented():
-    x, y = torch.arange(100.0).view(100, 1), torch.arange(100)
-    gen = torch.Generator().manual_seed(0)
-    shuffled = TensorLoader(x, y, 10, shuffle=True, generator=gen, transform=lambda b: b + 1000)
-    fixed = FixedBatches(shuffled, 3)
-    assert len(fixed) == 3 and fixed.generator is None
-    for _ in range(2):  # every epoch the same
-        assert [b[1].tolist() for b in fixed] == [list(range(i * 10, i * 10 + 10)) for i in range(3)]
-    assert [b[1][0].item() for b in fixed.iter_from(1)] == [10, 20]
-    assert fixed.batches[0][0].max().item() < 1000  # no transform
-
-
 def test_overfit_reports_a_model_that_does_not_learn(tmp_path):
     metrics, _ = run_small(
         tmp_path, ["debug=overfit", "model=mlp", "bn.diagnostics=false", "trainer.max_epochs=1"]
@@ -161,30 +93,6 @@ def test_overfit_reports_a_model_that_does_not_learn(tmp_path):
 
 
 # --------------------------------------------------------------------------- batch limits
-def test_limit_count_and_share():
-    assert limit_count(None, 17) == 17
-    assert limit_count(3, 17) == 3 and limit_count(30, 17) == 17
-    assert limit_count(0.5, 17) == 8 and limit_count(0.01, 17) == 1
-
-
-@pytest.mark.parametrize("value", ["0", "1.5", "-1", "0.0"])
-def test_limit_out_of_range_is_one_line(tmp_path, value):
-    with pytest.raises(ConfigError, match="trainer.limit_train_batches"):
-        run_small(tmp_path, [f"trainer.limit_train_batches={value}"])
-
-
-def test_limited_loader_keeps_resume_semantics():
-    x, y = torch.arange(100.0).view(100, 1), torch.arange(100)
-    gen = torch.Generator().manual_seed(0)
-    inner = TensorLoader(x, y, 10, shuffle=True, generator=gen)
-    lim = LimitedLoader(inner, 4)
-    assert len(lim) == 4 and lim.generator is gen
-    state = gen.get_state()
-    epoch = [b[1].tolist() for b in lim]
-    gen.set_state(state)  # what the trainer does to resume mid-epoch
-    assert [b[1].tolist() for b in lim.iter_from(2)] == epoch[2:]
-    gen.set_state(state)
-    assert epoch == [b[1].tolist() for b in inner][:4]  # the epoch's first batches
 
 
 def test_limits_cut_train_batches_per_epoch_and_eval_splits(tmp_path, fits, caplog):
@@ -220,13 +128,6 @@ def test_a_limited_run_resumes_to_the_same_metrics(tmp_path, monkeypatch):
     )
     assert (last["loop"]["epoch"], last["loop"]["batch"]) == (1, 2)
     assert without_timings(resumed) == pytest.approx(without_timings(clean), rel=1e-6, abs=1e-9)
-
-
-def test_first_batches_of_a_split():
-    x, y = torch.zeros(25, 1), torch.arange(25)
-    assert first_batches((x, y), None, 10)[1] is y
-    assert first_batches((x, y), 2, 10)[1].tolist() == list(range(20))
-    assert first_batches((x, y), 0.4, 10)[1].tolist() == list(range(10))  # 3 batches -> 1
 
 
 # ------------------------------------------------------------------------- debug=profile

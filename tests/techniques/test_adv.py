@@ -1,5 +1,6 @@
-"""technique=adv: attack properties on a really trained model, the defence step, black-box
-transfer, resume across phases, and the config errors."""
+"""technique=adv: the attacks' toll in a real run, the adversarial training step, the defence,
+black-box transfer, resume across phases, and the config errors. The `standard` run is
+conftest's (shared with test_attacks.py, the attacks themselves)."""
 
 from __future__ import annotations
 
@@ -7,28 +8,15 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from pdl_experiments.config import ConfigError
 from pdl_experiments.techniques import adv
-from pdl_experiments.techniques.attacks import ATTACKS, AttackSpec, input_gradient, perturb
+from pdl_experiments.techniques.attacks import AttackSpec
 
 from helpers import compose, run_small
 
 FAST = ["technique=adv", "trainer.num_threads=1", "trainer.checkpoint_interval_s=0"]
 EPS = 0.1
-
-
-@pytest.fixture(scope="module")
-def standard(tmp_path_factory):
-    """A standard CNN trained for a few epochs on digits, attacked by the real run."""
-    tmp = tmp_path_factory.mktemp("adv_standard")
-    metrics, run_dir = run_small(tmp, FAST + ["trainer.max_epochs=6", "adv.eval_eps=[0,0.1,0.2]"])
-    from pdl_experiments import load_run
-
-    loaded = load_run(run_dir)
-    x, y = loaded.data.test
-    return metrics, run_dir, loaded.model, x[:128], y[:128]
 
 
 def _spec(name, eps=EPS, **kw):
@@ -45,74 +33,6 @@ def test_fgsm_lowers_accuracy_and_pgd_is_stronger(standard):
     assert metrics["adv/robust_acc/fgsm"] == metrics["adv/acc/fgsm@0.1"]  # adv.epsilon=0.1
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert saved["adv/acc/pgd@0.2"] == pytest.approx(metrics["adv/acc/pgd@0.2"])
-
-
-@pytest.mark.parametrize("name", ATTACKS)
-def test_attack_stays_in_ball_and_range_and_raises_loss(standard, name):
-    _, _, model, x, y = standard
-    x_adv = perturb(model, x, y, _spec(name), torch.Generator().manual_seed(0))
-    assert x_adv.shape == x.shape and not x_adv.requires_grad
-    assert x_adv.min() >= 0 and x_adv.max() <= 1
-    # fgsm and pgd by construction, grad because adv.grad_normalize=linf (the default).
-    assert (x_adv - x).abs().max() <= EPS + 1e-6
-    assert (x_adv - x).abs().max() > EPS / 2  # it did move
-    with torch.no_grad():
-        clean, attacked = F.cross_entropy(model(x), y), F.cross_entropy(model(x_adv), y)
-    assert attacked > clean
-
-
-def test_pgd_at_least_as_strong_as_fgsm_and_seeded(standard):
-    _, _, model, x, y = standard
-    gen = lambda: torch.Generator().manual_seed(1)
-    x_pgd = perturb(model, x, y, _spec("pgd"), gen())
-    assert torch.equal(x_pgd, perturb(model, x, y, _spec("pgd"), gen()))
-    x_fgsm = perturb(model, x, y, _spec("fgsm"))
-    with torch.no_grad():
-        assert F.cross_entropy(model(x_pgd), y) >= F.cross_entropy(model(x_fgsm), y)
-    assert _spec("pgd").step_size == pytest.approx(2.5 * EPS / 10)
-    assert _spec("pgd", pgd_step_size=0.03).step_size == 0.03
-
-
-def test_raw_gradient_step_is_the_course_formula(standard):
-    _, _, model, x, y = standard
-    model.eval()
-    g, _ = input_gradient(model, x, y)
-    x_adv = perturb(model, x, y, _spec("grad", grad_normalize="none"))
-    assert torch.allclose(x_adv, (x + EPS * g).clamp(0, 1))
-    # The raw step's size follows the loss, not eps: confident samples barely move while
-    # misclassified ones move far (why adv.grad_normalize exists).
-    moved = (x_adv - x).flatten(1).abs().amax(1)  # (B,)
-    assert moved.min() < EPS / 10 < moved.max() / 10
-
-
-@pytest.mark.parametrize("name", ATTACKS)
-def test_mode_restored_and_no_param_grads(standard, name):
-    _, _, model, x, y = standard
-    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    for train in (True, False):
-        model.train(train)
-        model.zero_grad(set_to_none=True)
-        stats = bn.running_mean.clone()
-        perturb(model, x, y, _spec(name))
-        assert all(m.training == train for m in model.modules())
-        assert all(p.grad is None for p in model.parameters())
-        assert torch.equal(bn.running_mean, stats)  # attacked in eval mode: BN untouched
-    # A mixed state (one BN frozen by the user) comes back as it was.
-    model.train()
-    bn.eval()
-    perturb(model, x, y, _spec(name))
-    assert model.training and not bn.training
-    # ... also when the attack fails half-way.
-    with pytest.raises((RuntimeError, ValueError, IndexError)):
-        perturb(model, x, y[:3], _spec(name))
-    assert model.training and not bn.training
-    # Gradients already accumulated by a training step are left exactly as they were.
-    for p in model.parameters():
-        p.grad = torch.ones_like(p)
-    perturb(model, x, y, _spec(name))
-    assert all(torch.equal(p.grad, torch.ones_like(p)) for p in model.parameters())
-    model.zero_grad(set_to_none=True)
-    model.eval()
 
 
 def test_adversarial_training_step_keeps_train_mode(standard):

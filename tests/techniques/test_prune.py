@@ -1,4 +1,5 @@
-"""technique=prune: real (tiny) training, pruning, fine-tuning, checkpoints and resumes."""
+"""technique=prune: real (tiny) training, pruning, fine-tuning, checkpoints and resumes. The
+criteria: test_importance.py; the masks' bits: models/test_sparse.py."""
 
 from __future__ import annotations
 
@@ -44,16 +45,6 @@ def clean(tmp_path_factory):
 
 def _weights(model: nn.Module):
     return [(n, m.weight) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-
-
-def test_bits_pack_and_unpack_exactly():
-    from pdl_experiments.models.sparse import pack_bits, unpack_bits
-
-    for shape in [(1,), (7,), (8,), (3, 5, 3, 3), (10, 13)]:
-        mask = torch.rand(shape) > 0.6
-        bits = pack_bits(mask)
-        assert bits.dtype == torch.uint8 and bits.numel() == -(-mask.numel() // 8)
-        assert torch.equal(unpack_bits(bits, shape), mask)
 
 
 def test_weight_level_masks_hold_and_checkpoint_is_compact(clean):
@@ -264,33 +255,6 @@ def test_sweep_preset_composes():
     assert cfg.technique == "prune"
 
 
-def test_bn_scales_pair_every_conv_with_its_norm():
-    from hydra.utils import instantiate
-
-    from pdl_experiments.models import BatchNormSpec, build_model
-    from pdl_experiments.techniques.importance import bn_scales
-
-    from helpers import compose
-
-    cfg = compose(["model=resnet", "model.width=8"])
-    data = instantiate(cfg.dataset, _convert_="all")
-    model = build_model(cfg.model, data.info, BatchNormSpec())
-    for m in model.modules():  # distinct statistics per layer, so a wrong pairing shows
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 2.0)
-    scales = bn_scales(model, data.train[0][:2])
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    assert set(scales) == set(convs)  # the classifier has no norm after it
-    block = model.blocks[2]  # conv1 -> bn1, conv2 -> bn2, shortcut conv -> shortcut bn
-    for conv, bn in [
-        (block.conv1, block.bn1),
-        (block.conv2, block.bn2),
-        (block.shortcut[0], block.shortcut[1]),
-    ]:
-        assert torch.allclose(scales[conv], bn.weight.abs() / (bn.running_var + bn.eps).sqrt())
-
-
 def test_layer_level_by_discriminability_with_a_fine_tuned_random_baseline(tmp_path):
     metrics, _ = run_small(
         tmp_path,
@@ -314,25 +278,3 @@ def test_a_criterion_of_another_level_is_refused_at_the_layer_level(tmp_path):
 
     with pytest.raises(ConfigError, match="prune.criterion=similarity does not apply to prune.level=layer"):
         run_small(tmp_path, ["technique=prune", *FAST, *LEVELS["layer"], "prune.criterion=similarity"])
-
-
-def test_similarity_criterion_compares_the_filters_themselves():
-    """A filter and its negation are opposite features, not near-duplicates; the filter
-    closest to the others (their geometric median) ranks least important."""
-    import torch_pruning as tp
-
-    from pdl_experiments.techniques.importance import FilterSimilarityImportance
-
-    conv = torch.nn.Conv2d(1, 3, 1, bias=False)
-    head = torch.nn.Conv2d(3, 2, 1, bias=False)
-    model = torch.nn.Sequential(conv, head)
-    with torch.no_grad():
-        conv.weight.copy_(torch.tensor([1.0, -1.0, 0.1]).view(3, 1, 1, 1))
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.rand(1, 1, 2, 2))
-    group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=[0, 1, 2])
-    imp = FilterSimilarityImportance()(group)
-    # Distances on signed weights: |1-(-1)| = 2, not 0 as on |w|^2.
-    assert torch.allclose(imp, torch.tensor([2 + 0.9, 2 + 1.1, 0.9 + 1.1]))
-    assert imp.argmin().item() == 2
-    fpgm = tp.importance.FPGMImportance(p=2, group_reduction="first", normalizer=None)(group)
-    assert fpgm[0] != imp[0]  # Torch-Pruning's version sees filters 0 and 1 as one
