@@ -7,6 +7,9 @@ import pytest
 
 from helpers import ENV, one_line_error, pdl_run
 
+pytestmark = pytest.mark.e2e
+
+
 # ---------------------------------------------------------------- bad input
 BAD_VALUES = [
     (["model=nosuch"], "available options in 'model'"),

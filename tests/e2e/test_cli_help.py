@@ -11,6 +11,8 @@ from pdl_experiments.techniques import TECHNIQUES
 
 from helpers import ENV, PY
 
+pytestmark = pytest.mark.e2e
+
 
 def test_cfg_job_imports_no_torch(tmp_path):
     code = (

@@ -7,8 +7,11 @@ import subprocess
 import time
 
 import matplotlib
+import pytest
 
 from helpers import ENV, PY, pdl_run, written_since
+
+pytestmark = pytest.mark.e2e
 
 # matplotlib's font cache stays where it is (it reads $XDG_CACHE_HOME once, on first use):
 # not this project's file, and the tests point XDG_CACHE_HOME at an empty directory.

@@ -10,6 +10,8 @@ import pytest
 
 from helpers import ENV, REPO, pdl_run
 
+pytestmark = pytest.mark.e2e
+
 FAST = ["dataset.subset=300", "trainer.progress=none"]
 
 

@@ -16,6 +16,8 @@ import torch
 
 from helpers import ENV, PY, pdl_run
 
+pytestmark = pytest.mark.e2e
+
 # The default run (technique=bn, the cnn on the digits), small: ~1 s of training per process.
 COMMON = ["trainer.max_epochs=5", "trainer.progress=plain", "bn.diagnostics=false", "trainer.num_threads=1"]
 

@@ -25,6 +25,8 @@ from optuna.trial import TrialState  # noqa: E402
 
 from helpers import ENV, PY, REPO, optuna_study, pdl_run, trial_states  # noqa: E402
 
+pytestmark = pytest.mark.e2e
+
 SPHERE = REPO / "tests" / "optuna_app" / "sphere.py"
 # pdl-run jobs small enough for CI: 300 training digits, no BN diagnostics, no progress bars.
 SMALL = ["dataset.subset=300", "bn.diagnostics=false", "trainer.progress=none"]

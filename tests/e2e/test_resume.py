@@ -15,6 +15,7 @@ import torch
 
 from helpers import ENV, PY, one_line_error, pdl_run, run_small
 
+pytestmark = pytest.mark.e2e
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 

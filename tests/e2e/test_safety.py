@@ -27,6 +27,8 @@ from helpers import (
     run_small,
 )
 
+pytestmark = pytest.mark.e2e
+
 
 def one_line(p: subprocess.CompletedProcess) -> str:
     lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]

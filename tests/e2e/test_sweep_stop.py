@@ -11,6 +11,8 @@ import pytest
 
 from helpers import ENV, PY, pdl_run
 
+pytestmark = pytest.mark.e2e
+
 LRS = ["0.001", "0.002", "0.003", "0.004"]
 EPOCHS = 6
 COMMON = [

@@ -9,7 +9,11 @@ import json
 import math
 import statistics
 
+import pytest
+
 from helpers import pdl_run
+
+pytestmark = pytest.mark.e2e
 
 FAST = ["trainer.max_epochs=1", "bn.diagnostics=false"]
 
