@@ -321,7 +321,9 @@ def test_failed_download_is_one_line_data_error(tmp_path, monkeypatch):
 def test_download_skipped_when_files_present(tmp_path, monkeypatch):
     write_mnist(tmp_path)
     monkeypatch.setattr(vision, "_download", lambda *a: pytest.fail("tried to download"))
-    load_vision("mnist", root=str(tmp_path), download=True)
+    s = load_vision("mnist", root=str(tmp_path), download=True)
+    assert s.sizes()["test"] == N_TEST  # the files written above, read as they are
+    assert_same(s, load_vision("mnist", root=str(tmp_path), download=False))
 
 
 def test_subset_and_seed(tmp_path):

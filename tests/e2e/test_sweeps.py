@@ -90,6 +90,8 @@ def test_lr_sweep_plot_has_a_log_x_axis(tmp_path, monkeypatch):
 
 
 def test_a_seed_sweep_is_summarised_per_setting(tmp_path):
+    from scipy.stats import t
+
     sweep = tmp_path / "sweep"
     p = pdl_run(
         [
@@ -122,7 +124,9 @@ def test_a_seed_sweep_is_summarised_per_setting(tmp_path):
             assert math.isclose(
                 float(r[f"{metric} std"]), statistics.stdev(values), rel_tol=1e-12, abs_tol=1e-15
             )
-            assert float(r[f"{metric} ci95"]) >= 0
+            # the 95 % Student-t half-width of the mean: t(0.975, n - 1) * s / sqrt(n)
+            ci95 = float(t.ppf(0.975, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
+            assert math.isclose(float(r[f"{metric} ci95"]), ci95, rel_tol=1e-12, abs_tol=1e-15)
     assert "Over seeds" in (sweep / "summary.md").read_text()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import as_pdl_run, run_small
+from helpers import as_pdl_run, compose, run_small
 
 
 def _run(tmp_path, overrides):
@@ -54,8 +54,10 @@ def test_checkpoints_keep_last_and_best_only_by_default(tmp_path):
     ]
 
 
-def test_an_epoch_hook_stops_the_run_with_last_pt(tmp_path, monkeypatch) -> None:
-    from pdl_experiments.sweeps import hpo
+def test_an_epoch_hook_stops_the_run_with_last_pt(tmp_path) -> None:
+    """A hook handed to run() (an Optuna trial's, sweeps/hpo.py, which cli/job.py hands over)
+    ends the run with StopRun; last.pt is written first."""
+    from pdl_experiments.run import run
     from pdl_experiments.training import StopRun
 
     seen = []
@@ -65,9 +67,9 @@ def test_an_epoch_hook_stops_the_run_with_last_pt(tmp_path, monkeypatch) -> None
         if epoch == 2:
             raise StopRun("enough", status="pruned")
 
-    monkeypatch.setattr(hpo, "epoch_hook", lambda: hook)
+    cfg = compose(["trainer.progress=none", "trainer.max_epochs=4", "bn.diagnostics=false"])
     with pytest.raises(StopRun) as e:
-        run_small(tmp_path, ["trainer.max_epochs=4", "bn.diagnostics=false"])
+        run(cfg, tmp_path / "run", epoch_hooks=[hook])
     assert (e.value.status, e.value.phase, e.value.epoch) == ("pruned", "train", 2)
     assert seen == [(1, True), (2, True)]
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
