@@ -13,7 +13,7 @@ running_var. So the two layers give the same outputs in training mode, the same
 running_mean, and running_var values that differ by exactly n / (n - 1) after one update
 from the initial 1 (and by a mix of such factors after several); their eval-mode outputs
 therefore differ slightly too unless the running variances are synced
-(tests/test_bn.py checks all of this).
+(tests/models/test_norm.py checks all of this).
 """
 
 from __future__ import annotations

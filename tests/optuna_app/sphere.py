@@ -1,4 +1,5 @@
-"""The sphere function, the example app of Hydra's Optuna sweeper tests (test_optuna_sweeper.py).
+"""The sphere function, the example app of Hydra's Optuna sweeper tests
+(tests/e2e/test_optuna_sweeper.py).
 
 python sphere.py -m hydra.sweep.dir=... [x=choice(0,1,2) y=0] [error=true]
 """
