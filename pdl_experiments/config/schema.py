@@ -333,6 +333,10 @@ class RunConfig:
     nas: NasConfig = field(default_factory=NasConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # A preset sweep's claim (configs/experiment/*.yaml): what it says, its paired comparisons,
+    # its figure, the published number beside ours. Read by the sweep's report
+    # (pdl_experiments/sweeps/claims.py); a run ignores it.
+    claim: Any = None
 
 
 class ConfigError(PdlError, ValueError):

@@ -62,7 +62,18 @@ def _swept_resolver(*, _root_: DictConfig) -> str:
     return job_dirname(hydra.overrides.task, swept, hydra.job.config.override_dirname)
 
 
+def _job_dir_resolver(*, _root_: DictConfig) -> str:
+    """`<job number>_<what varies>` (1_model=mlp); a sweep of one job, where nothing varies,
+    is named after its run: its overrides, or its technique when it has none."""
+    swept = _swept_resolver(_root_=_root_)
+    if swept:
+        return f"{_root_.hydra.job.num}_{swept}"
+    hydra = _root_.hydra
+    return job_dirname(hydra.overrides.task, None, hydra.job.config.override_dirname) or str(_root_.technique)
+
+
 OmegaConf.register_new_resolver("pdl.swept", _swept_resolver, replace=True)
+OmegaConf.register_new_resolver("pdl.job_dir", _job_dir_resolver, replace=True)
 
 
 class SweptKeysCallback(Callback):

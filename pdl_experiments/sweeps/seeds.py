@@ -78,16 +78,17 @@ def write(
     with open(out / "summary.md", "a") as f:
         f.write("\n".join(md) + "\n")
     top = ([m for m in shown if m in headline] or shown)[:4]
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
+
+    from ..training.progress import console as default_console
 
     table = Table(title=escape(f"over seeds — mean ± ci95 ({out})"), header_style="bold")
     for h in [*varying, "n", *top]:
         table.add_column(escape(h))
     for s in settings:
         table.add_row(*(escape(str(c)) for c in cells(s, top)))
-    (console or Console()).print(table)
+    (console or default_console()).print(table)
     _plot(settings, varying, top[0] if top else None, out)
     return path
 

@@ -17,7 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from ..loading.safety import load_yaml_config, read_bounded
-from . import seeds
+from . import claims, seeds
 from .stop import stop_requested
 
 log = logging.getLogger("pdl_experiments")
@@ -131,10 +131,11 @@ def report(
     table = [row(r, _fmt) for r in rows]
     # For reading, an override every job shares (experiment=..., trainer.progress=none) is
     # said once above the table instead of repeated in a column.
+    # A one-job sweep's settings are all said once: it has no columns to compare.
     common = {
         a: rows[0]["overrides"].get(a, "")
         for a in axes
-        if len(rows) > 1 and len({r["overrides"].get(a, "") for r in rows}) == 1
+        if len({r["overrides"].get(a, "") for r in rows}) == 1
     }
     keep = [i for i, h in enumerate(header) if h not in common]
     header, table = [header[i] for i in keep], [[row[i] for i in keep] for row in table]
@@ -154,6 +155,7 @@ def report(
         caption=note,
     )
     seeds.write(rows, metrics, out, _headline(metrics), console)  # mean ± ci95 when seeds vary
+    claims.write(rows, out, console)  # a preset's claim: claim.md, claim.png, its verdict
     plot_metric = metric or next(
         (m for m in ("test/acc", "test/token_acc", "gan/fid") if m in metrics),
         metrics[0] if metrics else None,
@@ -181,9 +183,10 @@ def _fmt(v: Any) -> str:
 
 
 def _print_table(header, table, console, title, caption: str = "") -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
+
+    from ..training.progress import console as default_console
 
     # Cells are data (error messages, override values): "[...]" in them is not rich markup.
     t = Table(title=escape(title), caption=escape(caption) if caption else None, header_style="bold")
@@ -191,12 +194,7 @@ def _print_table(header, table, console, title, caption: str = "") -> None:
         t.add_column(escape(h), overflow="fold")
     for row in table:
         t.add_row(*(escape(str(c)) for c in row))
-    if console is None:
-        import sys
-
-        # Off a terminal rich assumes 80 columns and folds every cell: give it room.
-        console = Console() if sys.stdout.isatty() else Console(width=200)
-    console.print(t)
+    (console or default_console()).print(t)  # off a terminal: room enough, no folded cells
 
 
 def _as_float(s: str) -> float | None:

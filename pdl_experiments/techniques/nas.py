@@ -143,13 +143,14 @@ def search(ctx, ph, ops: list[str]) -> None:
 
 
 def save_genotype(ctx, record: dict, ops: list[str]) -> None:
-    from rich.console import Console
     from rich.panel import Panel
+
+    from ..training.progress import console
 
     genotype, source = record["genotype"], record["genotype_source"]
     lines = format_genotype(genotype)
     n_skip = skip_count(genotype)
-    Console().print(
+    console().print(
         Panel("\n".join(lines) + f"\nskip connections: {n_skip}", title=f"genotype ({source})", expand=False)
     )
     out = {

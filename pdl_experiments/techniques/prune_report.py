@@ -100,8 +100,9 @@ def report(
 
 def _show(ctx, m: dict, level_name: str, rounds: list[dict], removed: list[int], before: dict) -> None:
     """The end-of-run comparison, as a rich table and as TensorBoard text and figures."""
-    from rich.console import Console
     from rich.table import Table
+
+    from ..training.progress import console
 
     rows = [
         ("test accuracy", "acc_before", "acc_finetuned", "{:.4f}"),
@@ -130,7 +131,7 @@ def _show(ctx, m: dict, level_name: str, rounds: list[dict], removed: list[int],
             f"(criterion) vs {m['prune/acc_random_block']:.4f} (random {rounds[-1]['random']}),"
             " both before fine-tuning"
         )
-    Console().print(table)
+    console().print(table)
     for line in extra:
         log.info(line)
     if ctx.logger is None:

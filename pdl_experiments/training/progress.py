@@ -62,14 +62,25 @@ class Progress:
             self._bar = None
 
 
-def summary_table(title: str, metrics: dict, console: Console | None = None) -> None:
-    """The end-of-run table of final metrics."""
+def console() -> Console:
+    """rich's console for tables: the terminal's width on a terminal; elsewhere (a log file,
+    CI, a SLURM job's output) rich would assume 80 columns and fold long cells and titles (a
+    run directory's path) across lines, so there it gets room enough for any of them."""
     from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=1000)
+
+
+def summary_table(title: str, metrics: dict, out: Console | None = None) -> None:
+    """The end-of-run table of final metrics."""
     from rich.table import Table
 
-    table = Table(title=title, show_header=True, header_style="bold")
+    out = out or console()
+    if not out.is_terminal:  # the title (a run directory's path) on a line of its own, whole
+        out.print(title, soft_wrap=True, markup=False, highlight=False)
+    table = Table(title=title if out.is_terminal else None, show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in metrics.items():
         table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
-    (console or Console()).print(table)
+    out.print(table)
