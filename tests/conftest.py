@@ -21,6 +21,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def registries():
+    """The techniques registered, as the CLI does before a run or pdl-eval: tests that read a
+    run back in-process (loading.evaluate_run) find its technique without running one first."""
+    import pdl_experiments.techniques  # noqa: F401
+
+
 @pytest.fixture
 def small_run(tmp_path):
     from helpers import run_small
