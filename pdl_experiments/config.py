@@ -51,6 +51,11 @@ class ProgressMode(StrEnum):
     none = "none"
 
 
+class OnDivergence(StrEnum):
+    fail = "fail"  # the job fails (status failed): a claim over it is incomplete
+    chance = "chance"  # the job finishes with run/diverged=1 and its accuracies at chance
+
+
 class BNImpl(StrEnum):
     torch = "torch"  # nn.BatchNorm
     course = "course"  # the hand-written layer following the course's formulas
@@ -132,6 +137,10 @@ class TrainerConfig:
     monitor: str = "val/acc"
     mode: MonitorMode = MonitorMode.max
     early_stopping_patience: int = 0  # epochs without improvement; 0 = off
+    # A non-finite loss or weights: fail the job, or (chance) end it as a finished run with
+    # run/diverged=1 and test/acc, val/acc = 1 / num_classes (a sweep then counts it, e.g. a
+    # learning rate too high, instead of dropping it); every run then reports run/diverged.
+    on_divergence: OnDivergence = OnDivergence.fail
     log_every_n_steps: int = 50
     # last.pt is written at the end of every phase, on SIGINT/SIGTERM and at most every
     # checkpoint_interval_s seconds in between: on tiny data a save per epoch would cost
