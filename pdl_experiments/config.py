@@ -86,12 +86,13 @@ class Attack(StrEnum):
     grad = "grad"
     fgsm = "fgsm"
     pgd = "pgd"
+    fgsm_rs = "fgsm_rs"  # FGSM from a random start, step 1.25 eps (Wong et al. 2020): training only
 
 
 class AdvSelect(StrEnum):
     """Which validation accuracy picks adversarial training's best epoch."""
 
-    robust = "robust"  # under the training attack (val/robust_acc): what the defence is for
+    robust = "robust"  # under PGD at adv.epsilon (val/robust_acc), whatever the training attack
     clean = "clean"  # the trainer's monitor (val/acc)
 
 
@@ -224,9 +225,17 @@ class AdvConfig:
     grad_normalize: GradNorm = GradNorm.linf
     pgd_steps: int = 10
     pgd_step_size: float | None = None  # None: 2.5 * eps / steps
+    # The evaluation's PGD (test curves, adv/robust_acc/pgd): steps (null: pgd_steps) and
+    # random starts, the worst case over them kept per example. Training and the per-epoch
+    # validation that picks the kept epoch use pgd_steps and one start.
+    eval_pgd_steps: int | None = None
+    pgd_restarts: int = 1
     train: bool = False  # adversarial training (the defence)
     mix: float = 0.0  # weight of the clean loss in adversarial training
     select: AdvSelect = AdvSelect.robust  # adversarial training's best epoch: robust or clean val acc
+    # Catastrophic overfitting (Wong et al. 2020): flagged when the robust (PGD) val accuracy
+    # falls by at least co_drop (absolute) from one epoch to the next (adv/co_epoch).
+    co_drop: float = 0.2
     baseline: bool = True  # with adv.train: also train a standard model, adv/baseline/* keys
     blackbox: bool = False
     surrogate_data: SurrogateData = SurrogateData.holdout

@@ -47,7 +47,7 @@ def test_fgsm_lowers_accuracy_and_pgd_is_stronger(standard):
     assert saved["adv/acc/pgd@0.2"] == pytest.approx(metrics["adv/acc/pgd@0.2"])
 
 
-@pytest.mark.parametrize("name", ATTACKS)
+@pytest.mark.parametrize("name", [*ATTACKS, "fgsm_rs"])
 def test_attack_stays_in_ball_and_range_and_raises_loss(standard, name):
     _, _, model, x, y = standard
     x_adv = perturb(model, x, y, _spec(name), torch.Generator().manual_seed(0))
@@ -159,6 +159,10 @@ def test_defence_and_blackbox_run(defence):
         "adv/robust_gain/fgsm",
         "adv/clean_drop",
         "val/robust_acc",
+        "val/train_attack_acc",  # fgsm trains; val/robust_acc is PGD's
+        "adv/catastrophic_overfit",
+        "adv/co_epoch",
+        "adv/val_robust_max",
         "adv/surrogate/queries",
     ):
         assert key in metrics
@@ -175,6 +179,7 @@ def test_defence_and_blackbox_run(defence):
     # adv.select=robust (the default): the best epoch is the one with the best robust val acc.
     robust = [e.value for e in ea.Scalars("val/robust_acc")][:3]  # the train phase's 3 epochs
     assert metrics["adv/best_epoch"] == 1 + max(range(3), key=lambda i: (robust[i], -i))
+    assert metrics["adv/val_robust_max"] == pytest.approx(max(robust))  # the collapse watch saw them
     # The course's raw-gradient attack is reported beside the rescaled one.
     assert {"adv/acc/grad_raw@0.2", "adv/robust_acc/grad_raw", "adv/acc/grad@0.2"} <= set(metrics)
     # The checkpoints hold the target (not the surrogate), loadable without pickle.
@@ -202,3 +207,41 @@ def test_config_errors(tmp_path):
 def test_sweep_preset_composes():
     cfg = compose(["experiment=adv_eps"])
     assert cfg.technique == "adv" and cfg.adv.baseline is False
+
+
+def test_fgsm_rs_is_one_signed_step_from_a_random_start(standard):
+    """Wong et al.'s FGSM: start uniform in the eps-ball, step 1.25 eps, project: not FGSM's
+    image, and a different one for another start."""
+    _, _, model, x, y = standard
+    a = perturb(model, x, y, _spec("fgsm_rs"), torch.Generator().manual_seed(0))
+    b = perturb(model, x, y, _spec("fgsm_rs"), torch.Generator().manual_seed(1))
+    assert not torch.equal(a, b) and not torch.equal(a, perturb(model, x, y, _spec("fgsm")))
+    inside = (x > EPS) & (x < 1 - EPS)  # pixels neither clamp nor the start's clip reaches
+    assert ((a - x)[inside].abs() > EPS - 1e-6).float().mean() > 0.5  # the 1.25 eps step hits the ball's face
+
+
+def test_pgd_restarts_keep_the_worst_case_per_example(standard):
+    _, _, model, x, y = standard
+    from pdl_experiments.techniques.attacks import predict
+
+    one = perturb(model, x, y, _spec("pgd", 0.1, pgd_steps=3), torch.Generator().manual_seed(5))
+    many = perturb(model, x, y, _spec("pgd", 0.1, pgd_steps=3, restarts=4), torch.Generator().manual_seed(5))
+    # The first restart is the single run (same generator): more restarts only break more.
+    assert ((predict(model, one) != y) <= (predict(model, many) != y)).all()
+    assert (many - x).abs().max() <= 0.1 + 1e-6
+
+
+def test_collapse_watch_flags_a_fall_of_robust_accuracy_within_one_epoch():
+    watch = adv.CollapseWatch(drop=0.2)
+    for epoch, robust in enumerate([0.30, 0.45, 0.50, 0.40, 0.05, 0.02], start=1):
+        watch(epoch, {"val/robust_acc": robust, "val/acc": 0.9})
+    assert watch.summary() == {
+        "co_epoch": 5.0,
+        "catastrophic_overfit": 1.0,
+        "val_robust_max": 0.50,
+        "val_robust_last": 0.02,
+    }
+    steady = adv.CollapseWatch(drop=0.2)
+    for epoch, robust in enumerate([0.3, 0.2, 0.35, 0.2], start=1):  # falls of 0.1 and 0.15 only
+        steady(epoch, {"val/robust_acc": robust})
+    assert steady.summary()["catastrophic_overfit"] == 0.0 and steady.summary()["co_epoch"] == 0.0
