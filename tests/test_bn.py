@@ -276,4 +276,10 @@ def test_ablation_preset_sweeps_bn_against_the_learning_rate():
         cfg = compose(config_name="config", overrides=["experiment=bn_ablation"], return_hydra_config=True)
     assert cfg.technique == "bn" and cfg.model._target_.endswith("PlainDeep")
     params = cfg.hydra.sweeper.params
-    assert params["bn.enabled"] == "true,false" and len(params["optimizer.lr"].split(",")) == 3
+    assert params["bn.enabled"] == "true,false"
+    lrs = [float(v) for v in params["optimizer.lr"].split(",")]
+    assert min(lrs) <= 0.003 and max(lrs) >= 1.0 and lrs == sorted(lrs)  # log-spaced, over 300x
+    assert len(params["seed"].split(",")) >= 5
+    # A standard init (no stall at the start), SGD with momentum, a diverged job counted.
+    assert cfg.model.init == "kaiming" and cfg.optimizer._target_ == "torch.optim.SGD"
+    assert cfg.trainer.on_divergence == "chance"
