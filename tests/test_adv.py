@@ -206,7 +206,12 @@ def test_config_errors(tmp_path):
 
 def test_sweep_preset_composes():
     cfg = compose(["experiment=adv_eps"])
-    assert cfg.technique == "adv" and cfg.adv.baseline is False
+    assert cfg.technique == "adv" and cfg.adv.baseline is False and cfg.adv.train is False
+    assert cfg.adv.pgd_restarts > 1 and cfg.adv.select == "robust"
+    for recipe, attack in (("course", "grad"), ("fgsm", "fgsm"), ("fgsm_rs", "fgsm_rs"), ("pgd", "pgd")):
+        chosen = compose(["experiment=adv_eps", f"adv_training={recipe}"]).adv
+        assert chosen.train is True and chosen.attack == attack
+    assert compose(["experiment=adv_eps", "adv_training=course"]).adv.grad_normalize == "none"
 
 
 def test_fgsm_rs_is_one_signed_step_from_a_random_start(standard):
