@@ -53,6 +53,11 @@ class ProgressMode(StrEnum):
     none = "none"
 
 
+class OnDivergence(StrEnum):
+    fail = "fail"  # the job fails (status failed): a claim over it is incomplete
+    chance = "chance"  # the job finishes with run/diverged=1 and its accuracies at chance
+
+
 class BNImpl(StrEnum):
     torch = "torch"  # nn.BatchNorm
     course = "course"  # the hand-written layer following the course's formulas
@@ -83,12 +88,13 @@ class Attack(StrEnum):
     grad = "grad"
     fgsm = "fgsm"
     pgd = "pgd"
+    fgsm_rs = "fgsm_rs"  # FGSM from a random start, step 1.25 eps (Wong et al. 2020): training only
 
 
 class AdvSelect(StrEnum):
     """Which validation accuracy picks adversarial training's best epoch."""
 
-    robust = "robust"  # under the training attack (val/robust_acc): what the defence is for
+    robust = "robust"  # under PGD at adv.epsilon (val/robust_acc), whatever the training attack
     clean = "clean"  # the trainer's monitor (val/acc)
 
 
@@ -134,6 +140,10 @@ class TrainerConfig:
     monitor: str = "val/acc"
     mode: MonitorMode = MonitorMode.max
     early_stopping_patience: int = 0  # epochs without improvement; 0 = off
+    # A non-finite loss or weights: fail the job, or (chance) end it as a finished run with
+    # run/diverged=1 and test/acc, val/acc = 1 / num_classes (a sweep then counts it, e.g. a
+    # learning rate too high, instead of dropping it); every run then reports run/diverged.
+    on_divergence: OnDivergence = OnDivergence.fail
     log_every_n_steps: int = 50
     # last.pt is written at the end of every phase, on SIGINT/SIGTERM and at most every
     # checkpoint_interval_s seconds in between: on tiny data a save per epoch would cost
@@ -217,9 +227,17 @@ class AdvConfig:
     grad_normalize: GradNorm = GradNorm.linf
     pgd_steps: int = 10
     pgd_step_size: float | None = None  # None: 2.5 * eps / steps
+    # The evaluation's PGD (test curves, adv/robust_acc/pgd): steps (null: pgd_steps) and
+    # random starts, the worst case over them kept per example. Training and the per-epoch
+    # validation that picks the kept epoch use pgd_steps and one start.
+    eval_pgd_steps: int | None = None
+    pgd_restarts: int = 1
     train: bool = False  # adversarial training (the defence)
     mix: float = 0.0  # weight of the clean loss in adversarial training
     select: AdvSelect = AdvSelect.robust  # adversarial training's best epoch: robust or clean val acc
+    # Catastrophic overfitting (Wong et al. 2020): flagged when the robust (PGD) val accuracy
+    # falls by at least co_drop (absolute) from one epoch to the next (adv/co_epoch).
+    co_drop: float = 0.2
     baseline: bool = True  # with adv.train: also train a standard model, adv/baseline/* keys
     blackbox: bool = False
     surrogate_data: SurrogateData = SurrogateData.holdout

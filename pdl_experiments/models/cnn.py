@@ -15,7 +15,13 @@ from .norm import BatchNormSpec
 class SmallCNN(nn.Module):
     """[conv3x3 -> BN -> ReLU -> maxpool2] per width, then global average pool and an MLP head.
 
-    Pools stop once the map is 2x2, so the same net fits 8x8 digits and 32x32 CIFAR.
+    Pools stop once the map is 2x2, so the same net fits 8x8 digits and 32x32 CIFAR. When
+    the configured stages leave a map larger than 4x4, stages of the last width are added
+    (conv -> BN -> ReLU -> pool) until it is at most 4x4, so that what the global pool
+    averages has seen the whole object: two stages on 28x28 MNIST end on a 7x7 map of
+    10-pixel receptive fields, and averaging those loses where the strokes are (test
+    accuracy 0.937 with `pdl-run dataset=mnist5k`, 0.979 with the third stage; one seed).
+    8x8 digits get none (the map is 2x2 already), 32x32 images one (8x8 -> 4x4).
     """
 
     def __init__(
@@ -35,6 +41,9 @@ class SmallCNN(nn.Module):
                 layers.append(nn.MaxPool2d(2))
                 size //= 2
             c = width
+        while size > 4:  # larger images: more stages of the last width (see above)
+            layers += [conv_bn_relu(c, c, norm), nn.MaxPool2d(2)]
+            size //= 2
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = classifier_head(c, hidden, info.num_classes, dropout)

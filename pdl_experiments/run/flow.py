@@ -24,6 +24,7 @@ from ..data import as_float
 from ..parallel import distributed, launch
 from ..registry import TECHNIQUES, Technique
 from ..training.logger import RunLogger
+from ..training.state import NonFiniteLossError
 from .context import RunContext, load_resume
 from .environment import (
     check_writable,
@@ -118,7 +119,14 @@ def _run(
 
     ctx.state.install_signal_handlers()
     try:
-        metrics = dict(technique.run(ctx))
+        try:
+            metrics = dict(technique.run(ctx))
+        except NonFiniteLossError as e:
+            if str(cfg.trainer.on_divergence) != "chance":
+                raise
+            metrics = diverged_metrics(data.info, e)
+        if str(cfg.trainer.on_divergence) == "chance":
+            metrics.setdefault("run/diverged", 0.0)
         metrics.update(ctx.debug.metrics())  # the overfit check's verdict, the profile (debug.py)
     finally:
         ctx.debug.close()
@@ -199,6 +207,19 @@ def _finish(
     logger.close()
     print_summary(ctx.cfg, ctx.run_dir, out)
     return out
+
+
+def diverged_metrics(info, err: Exception) -> dict[str, float]:
+    """trainer.on_divergence=chance: a run whose loss or weights went non-finite ends as a
+    finished run that scored chance, so a sweep counts it (a too-high learning rate is a
+    result, not a missing job). Set, not measured: a NaN network has no prediction to score
+    (argmax over NaN logits picks class 0, an accident of the kernel). Accuracies only, of an
+    image classifier's test and val splits; the technique's other metrics are absent."""
+    log.warning("run diverged (%s): test/acc and val/acc set to chance, run/diverged=1", err)
+    metrics = {"run/diverged": 1.0}
+    if info.kind == "image" and info.num_classes > 0:
+        metrics["test/acc"] = metrics["val/acc"] = 1.0 / info.num_classes
+    return metrics
 
 
 def _resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, float] | None, dict | None]:

@@ -245,26 +245,3 @@ def markdown(claim: dict, verdict: Verdict, figure: str | None, where: str = "")
     if claim.get("published"):
         lines += [f"**Published.** {str(claim['published']).strip()}", ""]
     return lines
-
-
-def write(rows: list[dict], out: Path, console: Any = None) -> Verdict | None:
-    """claim.md and claim.png of a preset sweep (nothing for a sweep with no claim); the
-    verdict, printed."""
-    claim = claim_of(rows)
-    if claim is None:
-        return None
-    from .claim_figure import draw
-
-    verdict = judge(claim, rows)
-    png = draw(claim, rows, out / "claim.png", title=str(claim.get("title", "")))
-    (out / "claim.md").write_text("\n".join(markdown(claim, verdict, png.name if png else None)) + "\n")
-    from rich.markup import escape
-
-    from ..training.progress import console as default_console
-
-    show = console or default_console()
-    show.print(escape(f"claim: {claim.get('says', '')}".strip()), soft_wrap=True)
-    show.print(escape("verdict: " + verdict.headline().replace("**", "")), soft_wrap=True)
-    for r in verdict.results:
-        show.print(escape("  " + r.line().replace("**", "")), soft_wrap=True)
-    return verdict

@@ -18,6 +18,7 @@ from hydra.experimental.callback import Callback
 
 from ..loading.safety import load_yaml_config, read_bounded
 from . import claims, seeds
+from .claim_figure import draw
 from .stop import stop_requested
 
 log = logging.getLogger("pdl_experiments")
@@ -155,7 +156,7 @@ def report(
         caption=note,
     )
     seeds.write(rows, metrics, out, _headline(metrics), console)  # mean ± ci95 when seeds vary
-    claims.write(rows, out, console)  # a preset's claim: claim.md, claim.png, its verdict
+    write_claim(rows, out, console)  # a preset's claim: claim.md, claim.png, its verdict
     plot_metric = metric or next(
         (m for m in ("test/acc", "test/token_acc", "gan/fid") if m in metrics),
         metrics[0] if metrics else None,
@@ -167,6 +168,27 @@ def report(
             if extra in metrics:
                 _plot(rows, axes, extra, out)
     return rows
+
+
+def write_claim(rows: list[dict], out: Path, console: Any = None) -> claims.Verdict | None:
+    """claim.md and claim.png of a preset sweep (nothing for a sweep with no claim); the
+    verdict, printed."""
+    claim = claims.claim_of(rows)
+    if claim is None:
+        return None
+    verdict = claims.judge(claim, rows)
+    png = draw(claim, rows, out / "claim.png", title=str(claim.get("title", "")))
+    (out / "claim.md").write_text("\n".join(claims.markdown(claim, verdict, png.name if png else None)) + "\n")
+    from rich.markup import escape
+
+    from ..training.progress import console as default_console
+
+    show = console or default_console()
+    show.print(escape(f"claim: {claim.get('says', '')}".strip()), soft_wrap=True)
+    show.print(escape("verdict: " + verdict.headline().replace("**", "")), soft_wrap=True)
+    for r in verdict.results:
+        show.print(escape("  " + r.line().replace("**", "")), soft_wrap=True)
+    return verdict
 
 
 def _headline(metrics: list[str], most: int = 8) -> list[str]:

@@ -8,10 +8,14 @@ prediction on purpose. The run, top to bottom:
    (`adv/baseline/*`).
 2. `train`: the target. Standard training, or with adv.train=true the course's defence
    loop: each step attack the current model (adv.attack, adv.epsilon) to get x', take the
-   loss on x' (mixed with the clean loss by adv.mix) and update the weights with it.
-3. White-box evaluation on the test split: accuracy under grad, fgsm and pgd for every eps
-   of adv.eval_eps (`adv/acc/<attack>@<eps>`, a figure of accuracy vs eps, a grid of
-   clean vs adversarial images with their predictions).
+   loss on x' (mixed with the clean loss by adv.mix) and update the weights with it. The
+   epoch kept is the one with the best PGD accuracy on val, whatever the training attack
+   (a weak one favours an epoch whose gradients are masked); a fall of that accuracy by
+   adv.co_drop within one epoch is catastrophic overfitting, flagged (`adv/co_epoch`).
+3. White-box evaluation on the test split: accuracy under grad, fgsm and pgd (with
+   adv.pgd_restarts random starts, worst case per example) for every eps of adv.eval_eps
+   (`adv/acc/<attack>@<eps>`, a figure of accuracy vs eps, a grid of clean vs adversarial
+   images with their predictions).
 4. `surrogate` (adv.blackbox=true): the attacker trains its own network of another
    architecture on a part of the training split the target never saw, with the true labels
    (adv.surrogate_data=holdout) or with labels bought by querying the target (queries);
@@ -75,6 +79,7 @@ def run(ctx) -> dict[str, float]:
             _spec(cfg, str(cfg.attack), cfg.epsilon),
             float(cfg.mix),
             int(ctx.cfg.seed) + ATTACK_SEED_OFFSET,
+            judge=_spec(cfg, "pgd", cfg.epsilon),  # val/robust_acc: PGD, whatever trains
         )
     else:
         task = ClassificationTask(target)
@@ -82,17 +87,29 @@ def run(ctx) -> dict[str, float]:
     if ph.done:
         target.load_state_dict(ph.record["weights"])
     else:
-        # Adversarial training keeps its best epoch by robust val accuracy (adv.select).
+        # Adversarial training keeps its best epoch by PGD val accuracy (adv.select) and
+        # watches it for catastrophic overfitting.
         robust = bool(cfg.train) and str(cfg.select) == "robust"
         pick = {"monitor": "val/robust_acc", "mode": "max"} if robust else {}
-        fit = ctx.fit(task, phase=ph.name, train=ctx.train_loader(target_split), **pick)
+        watch = CollapseWatch(float(cfg.co_drop))
+        if cfg.train:
+            ctx.trainer.epoch_hooks.append(watch)
+        try:
+            fit = ctx.fit(task, phase=ph.name, train=ctx.train_loader(target_split), **pick)
+        finally:
+            if cfg.train:
+                ctx.trainer.epoch_hooks.remove(watch)
         # The attacked network, for the surrogate phase of a resumed run.
         ph.finish(
             weights={k: v.detach().clone() for k, v in target.state_dict().items()},
             best_epoch=fit.best_epoch,
+            **(watch.summary() if cfg.train else {}),
         )
     metrics.update(ctx.classification_metrics(task, target))
     metrics["adv/best_epoch"] = float(ph.record.get("best_epoch", 0))
+    for key in CollapseWatch.KEYS:
+        if key in ph.record:
+            metrics[f"adv/{key}"] = float(ph.record[key])
 
     # 3. White-box attacks on the test split.
     log.info("white-box attacks on the %s model", "adversarially trained" if cfg.train else "standard")
@@ -126,7 +143,7 @@ def whitebox(
                 model,
                 x,
                 y,
-                _spec(cfg, name, eps),
+                _spec(cfg, name, eps, evaluation=True),
                 batch_size,
                 _generator(int(seed) + ATTACK_SEED_OFFSET, x.device),
             )
@@ -200,9 +217,12 @@ def blackbox(ctx, target: nn.Module, holdout, surrogate_name: str, eps_list: lis
 class AdversarialTask(ClassificationTask):
     """The course's defence: learn from the adversarial examples of the current model."""
 
-    def __init__(self, model: nn.Module, attack: AttackSpec, mix: float, seed: int):
+    def __init__(
+        self, model: nn.Module, attack: AttackSpec, mix: float, seed: int, judge: AttackSpec | None = None
+    ):
         super().__init__(model)
-        self.attack = attack
+        self.attack = attack  # what it trains on
+        self.judge = judge or attack  # what its robust_acc is measured under (PGD in run())
         self.mix = mix
         self.seed = seed
 
@@ -223,14 +243,60 @@ class AdversarialTask(ClassificationTask):
         return out
 
     def evaluate(self, loader) -> dict[str, float]:
+        """Clean metrics, robust_acc under the judge (PGD) and, when it differs from the judge,
+        train_attack_acc under the training attack: FGSM accuracy high while PGD's falls is
+        the signature of catastrophic overfitting (masked gradients)."""
         metrics = classification_metrics(self.model, loader)
-        gen, correct, n = None, 0, 0
-        for x, y in loader:
-            gen = gen or _generator(self.seed, x.device)  # the same PGD starts every epoch
-            correct += (attacked_predictions(self.model, x, y, self.attack, len(y), gen) == y).sum().item()
-            n += len(y)
-        metrics["robust_acc"] = correct / max(n, 1)
+        attacks = {"robust_acc": self.judge}
+        if self.attack != self.judge:
+            attacks["train_attack_acc"] = self.attack
+        for key, spec in attacks.items():
+            gen, correct, n = None, 0, 0
+            for x, y in loader:
+                gen = gen or _generator(self.seed, x.device)  # the same random starts every epoch
+                correct += (attacked_predictions(self.model, x, y, spec, len(y), gen) == y).sum().item()
+                n += len(y)
+            metrics[key] = correct / max(n, 1)
         return metrics
+
+
+class CollapseWatch:
+    """An epoch hook that watches val/robust_acc for catastrophic overfitting (Wong et al.
+    2020): robust accuracy that falls by at least `drop` (absolute) from one epoch to the
+    next. It logs a warning and remembers the first such epoch; summary() gives
+    co_epoch (0: none), catastrophic_overfit (0/1), val_robust_max and val_robust_last.
+    (After a resume mid-phase it has seen the epochs since the resume only.)"""
+
+    KEYS = ("co_epoch", "catastrophic_overfit", "val_robust_max", "val_robust_last")
+
+    def __init__(self, drop: float):
+        self.drop = drop
+        self.history: list[float] = []
+        self.co_epoch = 0
+
+    def __call__(self, epoch: int, logs: dict[str, float]) -> None:
+        value = logs.get("val/robust_acc")
+        if value is None:
+            return
+        if self.history and self.history[-1] - value >= self.drop and not self.co_epoch:
+            self.co_epoch = epoch
+            log.warning(
+                "catastrophic overfitting at epoch %d: PGD val accuracy fell from %.3f to %.3f",
+                epoch,
+                self.history[-1],
+                value,
+            )
+        self.history.append(value)
+
+    def summary(self) -> dict[str, float]:
+        if not self.history:
+            return {}
+        return {
+            "co_epoch": float(self.co_epoch),
+            "catastrophic_overfit": float(self.co_epoch > 0),
+            "val_robust_max": max(self.history),
+            "val_robust_last": self.history[-1],
+        }
 
 
 class SurrogateTask(Task):
@@ -305,10 +371,17 @@ def _split(ctx):
     return (x[rest], y[rest]), (x[held], y[held])
 
 
-def _spec(cfg, name: str, eps: float) -> AttackSpec:
+def _spec(cfg, name: str, eps: float, evaluation: bool = False) -> AttackSpec:
+    """The attack `name` at `eps`. evaluation=True: the test curves' PGD, with
+    adv.eval_pgd_steps and adv.pgd_restarts (training and validation use adv.pgd_steps, one
+    start). A fixed adv.pgd_step_size holds for both; null: 2.5 * eps / steps of each."""
     step = cfg.pgd_step_size
+    steps, restarts = int(cfg.pgd_steps), 1
+    if evaluation and name == "pgd":
+        steps = int(cfg.eval_pgd_steps) if cfg.eval_pgd_steps is not None else steps
+        restarts = int(cfg.pgd_restarts)
     return AttackSpec(
-        name, float(eps), str(cfg.grad_normalize), int(cfg.pgd_steps), None if step is None else float(step)
+        name, float(eps), str(cfg.grad_normalize), steps, None if step is None else float(step), restarts
     )
 
 

@@ -10,7 +10,12 @@ g = dl/dx, which costs one backward pass through a trained, fixed network:
   linear around x (Goodfellow et al., 2015).
 * `pgd` — FGSM iterated in small steps from a random point of the eps-ball, projected
   back onto the ball after each step (Madry et al., 2018): the strong attack a defence
-  has to be judged by.
+  has to be judged by. With `restarts` > 1 it starts again from fresh random points and
+  keeps, per example, the worst case over the restarts (a misclassified iterate first).
+* `fgsm_rs` — FGSM from a random point of the eps-ball with a step of 1.25 * eps,
+  projected back onto the ball (Wong et al., 2020, "Fast is better than free"): a
+  training attack (one gradient, like FGSM) that does not collapse into catastrophic
+  overfitting the way FGSM from the clean image does. Not among the evaluated attacks.
 
 Images are in [0, 1] and every model normalises its input itself, so eps is in pixel
 units and adversarial images are clamped back to [0, 1]. The attacked model is put in
@@ -25,7 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +38,8 @@ from torch import nn
 
 from ..data import as_float
 
-ATTACKS = ("grad", "fgsm", "pgd")
+ATTACKS = ("grad", "fgsm", "pgd")  # the evaluated ones (white-box curves); fgsm_rs trains only
+RS_STEP = 1.25  # fgsm_rs: step size in units of eps (Wong et al., 2020)
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ class AttackSpec:
     grad_normalize: str = "linf"  # grad only: none | linf | l2
     pgd_steps: int = 10
     pgd_step_size: float | None = None  # None: 2.5 * eps / steps
+    restarts: int = 1  # pgd: random starts; the worst case per example is kept
 
     @property
     def step_size(self) -> float:
@@ -51,7 +58,7 @@ class AttackSpec:
         return self.pgd_step_size if self.pgd_step_size is not None else 2.5 * self.eps / self.pgd_steps
 
     def with_eps(self, eps: float) -> AttackSpec:
-        return AttackSpec(self.name, float(eps), self.grad_normalize, self.pgd_steps, self.pgd_step_size)
+        return replace(self, eps=float(eps))
 
 
 @contextmanager
@@ -103,8 +110,29 @@ def fgsm(model: nn.Module, x, y, spec: AttackSpec, generator=None) -> torch.Tens
     return (x + spec.eps * g.sign()).clamp(0, 1)
 
 
+def fgsm_rs(model: nn.Module, x, y, spec: AttackSpec, generator=None) -> torch.Tensor:
+    """FGSM from a uniform random start in the eps-ball, step 1.25 * eps, projected back."""
+    eps = spec.eps
+    noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    x0 = (x + (2 * noise - 1) * eps).clamp(0, 1)
+    g, _ = input_gradient(model, x0, y)
+    x_adv = x0 + RS_STEP * eps * g.sign()
+    return torch.max(torch.min(x_adv, x + eps), x - eps).clamp(0, 1)
+
+
 def pgd(model: nn.Module, x, y, spec: AttackSpec, generator=None) -> torch.Tensor:
-    """L-inf PGD with a random start; returns each sample's highest-loss iterate."""
+    """L-inf PGD with random starts; returns each sample's worst case over the restarts:
+    a misclassified iterate if any restart found one, else the highest-loss one."""
+    best, best_loss, best_wrong = _pgd_once(model, x, y, spec, generator)
+    for _ in range(spec.restarts - 1):
+        cand, loss, wrong = _pgd_once(model, x, y, spec, generator)
+        better = (wrong & ~best_wrong) | ((wrong == best_wrong) & (loss > best_loss))  # (B,)
+        best[better], best_loss[better], best_wrong[better] = cand[better], loss[better], wrong[better]
+    return best
+
+
+def _pgd_once(model: nn.Module, x, y, spec: AttackSpec, generator=None):
+    """One random start: (each sample's highest-loss iterate, its loss, misclassified there)."""
     eps, alpha = spec.eps, spec.step_size
     noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     x_adv = (x + (2 * noise - 1) * eps).clamp(0, 1)
@@ -118,7 +146,9 @@ def pgd(model: nn.Module, x, y, spec: AttackSpec, generator=None) -> torch.Tenso
     with torch.no_grad():
         loss = F.cross_entropy(model(x_adv).float(), y, reduction="none")
     _keep_best(best, best_loss, x_adv, loss)
-    return best
+    with torch.no_grad():
+        wrong = model(best).argmax(1) != y
+    return best, best_loss, wrong
 
 
 def _keep_best(best, best_loss, x_adv, loss) -> None:
@@ -127,7 +157,12 @@ def _keep_best(best, best_loss, x_adv, loss) -> None:
     best_loss[better] = loss[better]
 
 
-_ATTACK_FNS: dict[str, Callable[..., torch.Tensor]] = {"grad": grad_attack, "fgsm": fgsm, "pgd": pgd}
+_ATTACK_FNS: dict[str, Callable[..., torch.Tensor]] = {
+    "grad": grad_attack,
+    "fgsm": fgsm,
+    "pgd": pgd,
+    "fgsm_rs": fgsm_rs,
+}
 
 
 def perturb(

@@ -4,7 +4,11 @@ The recipe is ordinary supervised training; what this technique adds is a look i
 Each epoch it measures, on a fixed batch of training images (the probe):
   * the gradient norm of every conv/linear weight, and first layer / last layer
     (`bn/grad_ratio_first_last`): without BN a deep plain net's gradient vanishes on its
-    way back to the first layer, with BN it arrives intact;
+    way back to the first layer, with BN it arrives intact. When every ReLU is dead the
+    last layer's gradient is 0 as well and the ratio 0/0 is undefined (left out); the
+    first layer's gradient per unit of error at the output (`bn/grad_first_per_output`,
+    ||dL/dW_first|| / ||dL/dlogits||) is always defined (the softmax's error at the
+    output is never 0) and is 0 exactly when no signal gets back to the first layer;
   * the mean of every such layer's input, and its std across the batch (per input feature,
     averaged): how much what the layer sees changes from one image to the next. With BN it
     stays put from layer to layer; without it the signal shrinks layer after layer until
@@ -33,7 +37,7 @@ from ..training.task import ClassificationTask
 
 HIST_MAX_VALUES = 4096  # histograms of a strided subset: the full tensors cost ~50x more
 # Headline metrics besides test/val acc and loss (outputs.headline: the HPARAMS columns).
-HEADLINE = ("bn/grad_ratio_first_last", "bn/act_std_last")
+HEADLINE = ("bn/grad_ratio_first_last", "bn/grad_first_per_output", "bn/act_std_last")
 LAYERS = "weight_layers"  # TensorBoard group of the per-layer diagnostics
 
 NEEDS = Needs(model=("image_classifier",), data=("image",))  # what it works with (config/checks.py)
@@ -50,13 +54,13 @@ def run(ctx) -> dict[str, float]:
     ctx.fit(task)
     metrics = ctx.classification_metrics(task, model)
     if task.enabled:
-        stats = measure(model, *task.probe)  # on the best weights, which fit() ended on
-        metrics.update({k: v for k, v in summarize(stats).items() if k in FINAL_KEYS})
+        stats, output_grad = measure(model, *task.probe)  # on the best weights, which fit() ended on
+        metrics.update({k: v for k, v in summarize(stats, output_grad).items() if k in FINAL_KEYS})
         if ctx.logger is not None:
             state = f"BN {bn.impl}" if bn.enabled else "no BN"
             title = (
-                f"{state}: gradient norm per layer (best weights), "
-                f"first/last = {metrics['bn/grad_ratio_first_last']:.1e}"
+                f"{state}: gradient norm per layer (best weights), first / dL/dlogits = "
+                f"{metrics['bn/grad_first_per_output']:.1e}"
             )
             ctx.logger.figure("bn/gradient_flow", gradient_figure(stats, title), task.step)
     return metrics
@@ -111,8 +115,9 @@ def side_effect_free(model: nn.Module):
 
 def measure(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, keep_preacts: bool = False
-) -> list[LayerStats]:
-    """Per weight layer, in the order the forward pass reaches them: grads and input stats."""
+) -> tuple[list[LayerStats], float]:
+    """Per weight layer, in the order the forward pass reaches them: grads and input stats;
+    and ||dL/dlogits||, the error the backward pass starts from."""
     names = dict(weight_layers(model))
     order: list[str] = []  # forward order, which registration order need not be
     inputs: dict[str, tuple[float, float]] = {}
@@ -140,18 +145,20 @@ def measure(
         hooks += [m.register_forward_hook(after(n)) for n, m in names.items()]
     try:
         with side_effect_free(model):
-            loss = F.cross_entropy(model(x), y)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
             # autograd.grad leaves every .grad (and so the optimizer) alone.
-            grads = torch.autograd.grad(loss, [names[n].weight for n in order])
+            *grads, out_grad = torch.autograd.grad(loss, [*(names[n].weight for n in order), logits])
     finally:
         for h in hooks:
             h.remove()
-    return [
+    layers = [
         LayerStats(n, g.norm().item(), *inputs[n], preacts.get(n)) for n, g in zip(order, grads, strict=True)
     ]
+    return layers, out_grad.norm().item()
 
 
-def summarize(stats: list[LayerStats]) -> dict[str, float]:
+def summarize(stats: list[LayerStats], output_grad: float) -> dict[str, float]:
     """The scalars of one measurement. Per-layer tags are `weight_layers/<measure>/<depth>_<layer>`:
     the depth sorts them, and the group sorts after test/, train/ and val/ in TensorBoard (see
     docs/architecture.md, "TensorBoard layout"); the summaries stay under bn/."""
@@ -164,12 +171,20 @@ def summarize(stats: list[LayerStats]) -> dict[str, float]:
     first, last = stats[0], stats[-1]
     logs["bn/grad_norm_first"] = first.grad_norm
     logs["bn/grad_norm_last"] = last.grad_norm
-    logs["bn/grad_ratio_first_last"] = first.grad_norm / max(last.grad_norm, 1e-30)
+    if last.grad_norm > 0:  # 0 / 0 when every ReLU is dead: undefined, left out
+        logs["bn/grad_ratio_first_last"] = first.grad_norm / last.grad_norm
+    logs["bn/grad_first_per_output"] = first.grad_norm / max(output_grad, 1e-30)
     logs["bn/act_std_last"] = last.in_std  # what the classifier gets to see
     return logs
 
 
-FINAL_KEYS = ("bn/grad_ratio_first_last", "bn/act_std_last", "bn/grad_norm_first", "bn/grad_norm_last")
+FINAL_KEYS = (
+    "bn/grad_ratio_first_last",
+    "bn/grad_first_per_output",
+    "bn/act_std_last",
+    "bn/grad_norm_first",
+    "bn/grad_norm_last",
+)
 
 
 class BNDiagnosticsTask(ClassificationTask):
@@ -186,11 +201,11 @@ class BNDiagnosticsTask(ClassificationTask):
         if not self.enabled:
             return {}
         logger = trainer.logger
-        stats = measure(self.model, *self.probe, keep_preacts=logger is not None)
+        stats, output_grad = measure(self.model, *self.probe, keep_preacts=logger is not None)
         if logger is not None:
             for i, s in enumerate(stats):
                 logger.histogram(f"{LAYERS}/pre_activation/{i:02d}_{s.name}", s.preact, trainer.global_step)
-        return summarize(stats)
+        return summarize(stats, output_grad)
 
 
 def gradient_figure(stats: list[LayerStats], title: str):

@@ -264,3 +264,13 @@ def test_a_run_interrupted_mid_epoch_with_augmentation_resumes_to_the_same_metri
     clean, last, resumed = interrupt_and_resume(tmp_path, monkeypatch, overrides, second_step_of_epoch_2)
     assert last["loop"]["epoch"] == 1 and last["loop"]["batch"] == 2 and not last["phase_complete"]
     assert without_timings(resumed) == pytest.approx(without_timings(clean), rel=1e-6, abs=1e-9)
+
+
+def test_augmentation_study_preset_is_a_learning_curve_on_mnist5k():
+    from helpers import compose
+
+    cfg = compose(["experiment=augmentation_study"])
+    assert cfg.dataset._target_.endswith("load_mnist5k") and cfg.trainer.monitor == "none"
+    assert cfg.scheduler._target_.endswith("CosineAnnealingLR")
+    light = compose(["experiment=augmentation_study", "augmentation=light"]).augmentation
+    assert light.mirror == 0 and light.saturation == 0  # a mirrored digit is another symbol

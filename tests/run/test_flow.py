@@ -35,3 +35,23 @@ def test_the_augmentation_preview_changes_nothing_of_the_run(tmp_path):
     without, _ = run_small(tmp_path, [*common, "augmentation.grid=false"], name="nogrid")
     keys = [k for k in with_grid if "acc" in k or "loss" in k]
     assert keys and {k: with_grid[k] for k in keys} == {k: without[k] for k in keys}
+
+
+def test_on_divergence_chance_finishes_a_diverged_run_at_chance(tmp_path):
+    import json
+
+    from helpers import run_small
+
+    common = [
+        "bn.enabled=false",
+        "bn.diagnostics=false",
+        "trainer.on_divergence=chance",
+        "trainer.max_epochs=2",
+    ]
+    metrics, run_dir = run_small(tmp_path, ["optimizer=sgd", "optimizer.lr=1e6", *common], "diverged")
+    assert metrics["run/diverged"] == 1.0
+    assert metrics["test/acc"] == metrics["val/acc"] == 0.1  # 1 / num_classes, set
+    assert "test/loss" not in metrics  # nothing else is made up
+    assert json.loads((run_dir / "metrics.json").read_text())["run/diverged"] == 1.0
+    fine, _ = run_small(tmp_path, common, "fine")  # a run that does not diverge says so too
+    assert fine["run/diverged"] == 0.0 and fine["test/acc"] > 0.5

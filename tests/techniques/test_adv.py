@@ -79,6 +79,10 @@ def test_defence_and_blackbox_run(defence):
         "adv/robust_gain/fgsm",
         "adv/clean_drop",
         "val/robust_acc",
+        "val/train_attack_acc",  # fgsm trains; val/robust_acc is PGD's
+        "adv/catastrophic_overfit",
+        "adv/co_epoch",
+        "adv/val_robust_max",
         "adv/surrogate/queries",
     ):
         assert key in metrics
@@ -95,6 +99,7 @@ def test_defence_and_blackbox_run(defence):
     # adv.select=robust (the default): the best epoch is the one with the best robust val acc.
     robust = [e.value for e in ea.Scalars("val/robust_acc")][:3]  # the train phase's 3 epochs
     assert metrics["adv/best_epoch"] == 1 + max(range(3), key=lambda i: (robust[i], -i))
+    assert metrics["adv/val_robust_max"] == pytest.approx(max(robust))  # the collapse watch saw them
     # The course's raw-gradient attack is reported beside the rescaled one.
     assert {"adv/acc/grad_raw@0.2", "adv/robust_acc/grad_raw", "adv/acc/grad@0.2"} <= set(metrics)
     # The checkpoints hold the target (not the surrogate), loadable without pickle.
@@ -121,4 +126,25 @@ def test_config_errors(tmp_path):
 
 def test_sweep_preset_composes():
     cfg = compose(["experiment=adv_eps"])
-    assert cfg.technique == "adv" and cfg.adv.baseline is False
+    assert cfg.technique == "adv" and cfg.adv.baseline is False and cfg.adv.train is False
+    assert cfg.adv.pgd_restarts > 1 and cfg.adv.select == "robust"
+    for recipe, attack in (("course", "grad"), ("fgsm", "fgsm"), ("fgsm_rs", "fgsm_rs"), ("pgd", "pgd")):
+        chosen = compose(["experiment=adv_eps", f"adv_training={recipe}"]).adv
+        assert chosen.train is True and chosen.attack == attack
+    assert compose(["experiment=adv_eps", "adv_training=course"]).adv.grad_normalize == "none"
+
+
+def test_collapse_watch_flags_a_fall_of_robust_accuracy_within_one_epoch():
+    watch = adv.CollapseWatch(drop=0.2)
+    for epoch, robust in enumerate([0.30, 0.45, 0.50, 0.40, 0.05, 0.02], start=1):
+        watch(epoch, {"val/robust_acc": robust, "val/acc": 0.9})
+    assert watch.summary() == {
+        "co_epoch": 5.0,
+        "catastrophic_overfit": 1.0,
+        "val_robust_max": 0.50,
+        "val_robust_last": 0.02,
+    }
+    steady = adv.CollapseWatch(drop=0.2)
+    for epoch, robust in enumerate([0.3, 0.2, 0.35, 0.2], start=1):  # falls of 0.1 and 0.15 only
+        steady(epoch, {"val/robust_acc": robust})
+    assert steady.summary()["catastrophic_overfit"] == 0.0 and steady.summary()["co_epoch"] == 0.0

@@ -17,7 +17,7 @@ def _spec(name, eps=EPS, **kw):
     return AttackSpec(name, eps, **kw)
 
 
-@pytest.mark.parametrize("name", ATTACKS)
+@pytest.mark.parametrize("name", [*ATTACKS, "fgsm_rs"])
 def test_attack_stays_in_ball_and_range_and_raises_loss(standard, name):
     _, _, model, x, y = standard
     x_adv = perturb(model, x, y, _spec(name), torch.Generator().manual_seed(0))
@@ -83,3 +83,25 @@ def test_mode_restored_and_no_param_grads(standard, name):
     assert all(torch.equal(p.grad, torch.ones_like(p)) for p in model.parameters())
     model.zero_grad(set_to_none=True)
     model.eval()
+
+
+def test_fgsm_rs_is_one_signed_step_from_a_random_start(standard):
+    """Wong et al.'s FGSM: start uniform in the eps-ball, step 1.25 eps, project: not FGSM's
+    image, and a different one for another start."""
+    _, _, model, x, y = standard
+    a = perturb(model, x, y, _spec("fgsm_rs"), torch.Generator().manual_seed(0))
+    b = perturb(model, x, y, _spec("fgsm_rs"), torch.Generator().manual_seed(1))
+    assert not torch.equal(a, b) and not torch.equal(a, perturb(model, x, y, _spec("fgsm")))
+    inside = (x > EPS) & (x < 1 - EPS)  # pixels neither clamp nor the start's clip reaches
+    assert ((a - x)[inside].abs() > EPS - 1e-6).float().mean() > 0.5  # the 1.25 eps step hits the ball's face
+
+
+def test_pgd_restarts_keep_the_worst_case_per_example(standard):
+    _, _, model, x, y = standard
+    from pdl_experiments.techniques.attacks import predict
+
+    one = perturb(model, x, y, _spec("pgd", 0.1, pgd_steps=3), torch.Generator().manual_seed(5))
+    many = perturb(model, x, y, _spec("pgd", 0.1, pgd_steps=3, restarts=4), torch.Generator().manual_seed(5))
+    # The first restart is the single run (same generator): more restarts only break more.
+    assert ((predict(model, one) != y) <= (predict(model, many) != y)).all()
+    assert (many - x).abs().max() <= 0.1 + 1e-6

@@ -26,7 +26,13 @@ def test_diagnostics_land_in_metrics_json_and_tensorboard(small_run):
 
     metrics, run_dir = small_run([*SMALL, "bn.impl=course"])
     saved = json.loads((run_dir / "metrics.json").read_text())
-    for key in ("bn/grad_ratio_first_last", "bn/act_std_last", "bn/grad_norm_first", "bn/grad_norm_last"):
+    for key in (
+        "bn/grad_ratio_first_last",
+        "bn/grad_first_per_output",
+        "bn/act_std_last",
+        "bn/grad_norm_first",
+        "bn/grad_norm_last",
+    ):
         assert key in saved and saved[key] > 0
     assert saved["bn/grad_ratio_first_last"] == pytest.approx(
         saved["bn/grad_norm_first"] / saved["bn/grad_norm_last"]
@@ -70,6 +76,30 @@ def test_plain_deep_gradient_vanishes_without_bn(small_run):
     without, _ = small_run([*fast, "bn.enabled=false"], name="plain")
     assert without["bn/grad_ratio_first_last"] < 1e-3 * with_bn["bn/grad_ratio_first_last"]
     assert without["bn/act_std_last"] < 1e-3 * with_bn["bn/act_std_last"]
+    assert without["bn/grad_first_per_output"] < 1e-3 * with_bn["bn/grad_first_per_output"]
+
+
+def test_a_dead_net_reports_no_gradient_ratio_and_zero_gradient_per_output():
+    """Every ReLU dead: the last layer's gradient is 0 too, so first/last is 0/0 (left out,
+    not reported as 0); the first layer's gradient per unit of output error is a true 0."""
+    from torch import nn
+
+    from pdl_experiments.techniques.bn import measure, summarize
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():  # no ReLU ever fires: nothing flows back past them
+        net[0].bias.fill_(-100.0)
+        net[2].bias.fill_(-100.0)
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    layers, output_grad = measure(net, x, y)
+    assert output_grad > 0 and [s.grad_norm for s in layers] == [0.0, 0.0, 0.0]
+    logs = summarize(layers, output_grad)
+    assert "bn/grad_ratio_first_last" not in logs and logs["bn/grad_first_per_output"] == 0.0
+    alive, alive_out = measure(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)), x, y)
+    logs = summarize(alive, alive_out)
+    assert logs["bn/grad_first_per_output"] == pytest.approx(alive[0].grad_norm / alive_out)
+    assert logs["bn/grad_ratio_first_last"] == pytest.approx(alive[0].grad_norm / alive[-1].grad_norm)
 
 
 @pytest.mark.slow
@@ -118,4 +148,10 @@ def test_ablation_preset_sweeps_bn_against_the_learning_rate():
         cfg = compose(config_name="config", overrides=["experiment=bn_ablation"], return_hydra_config=True)
     assert cfg.technique == "bn" and cfg.model._target_.endswith("PlainDeep")
     params = cfg.hydra.sweeper.params
-    assert params["bn.enabled"] == "true,false" and len(params["optimizer.lr"].split(",")) == 3
+    assert params["bn.enabled"] == "true,false"
+    lrs = [float(v) for v in params["optimizer.lr"].split(",")]
+    assert min(lrs) <= 0.003 and max(lrs) >= 1.0 and lrs == sorted(lrs)  # log-spaced, over 300x
+    assert len(params["seed"].split(",")) >= 5
+    # A standard init (no stall at the start), SGD with momentum, a diverged job counted.
+    assert cfg.model.init == "kaiming" and cfg.optimizer._target_ == "torch.optim.SGD"
+    assert cfg.trainer.on_divergence == "chance"
