@@ -9,7 +9,7 @@ from loaders.py (`TensorLoader`), augmentation from augment.py.
 
 from __future__ import annotations
 
-from . import digits, image_folder, sequences, synthetic, vision  # noqa: F401  (each registers itself)
+from . import digits, image_folder, mnist5k, sequences, synthetic, vision  # noqa: F401  (each registers itself)
 from .loaders import FixedBatches, LimitedLoader, TensorLoader, first_batches, limit_batches, limit_count
 from .splits import DataError, DataInfo, DataSplits, as_float, channel_stats, stratified_split, take_subset
 

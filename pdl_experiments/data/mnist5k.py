@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..compat import declare
-from . import DataError, DataInfo, DataSplits, channel_stats, stratified_split, take_subset
+from ..registry import DATASETS
+from .splits import DataError, DataInfo, DataSplits, channel_stats, stratified_split, take_subset
 
 MISSING = 'dataset=mnist5k needs the mnist extra: pip install "pdl-experiments[mnist]"'
 
 
-@declare("image")
+@DATASETS.register("mnist5k", kind="image")
 def load_mnist5k(
     val_fraction: float = 0.15,
     test_fraction: float = 0.2,

@@ -178,7 +178,9 @@ def write_claim(rows: list[dict], out: Path, console: Any = None) -> claims.Verd
         return None
     verdict = claims.judge(claim, rows)
     png = draw(claim, rows, out / "claim.png", title=str(claim.get("title", "")))
-    (out / "claim.md").write_text("\n".join(claims.markdown(claim, verdict, png.name if png else None)) + "\n")
+    (out / "claim.md").write_text(
+        "\n".join(claims.markdown(claim, verdict, png.name if png else None)) + "\n"
+    )
     from rich.markup import escape
 
     from ..training.progress import console as default_console

@@ -401,76 +401,16 @@ def _success(preds: torch.Tensor, y: torch.Tensor, clean_ok: torch.Tensor) -> fl
 def _log_pictures(ctx, target, wb, baseline, success, eps_list) -> None:
     if ctx.logger is None:
         return
-    import matplotlib
+    from .adv_figures import log_figures
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    # Accuracy vs eps also as scalars, with eps (x1000) as the step: TensorBoard's own
-    # interactive curves, next to the figure.
-    for name in ATTACKS:
-        for eps in eps_list:
-            ctx.logger.scalars(
-                {f"adv/acc_vs_eps_x1000/{name}": wb[f"acc/{name}@{eps:g}"]}, int(round(eps * 1000))
-            )
-    ctx.logger.figure("adv/acc_vs_eps", _curves_figure(plt, wb, baseline, eps_list, ctx.cfg.adv.train))
-    if success is not None:
-        ctx.logger.figure(
-            "adv/success_vs_eps", _success_figure(plt, success, eps_list, str(ctx.cfg.adv.attack))
-        )
     n = int(ctx.cfg.adv.grid)
-    if n > 0:
-        ctx.logger.figure("adv/examples", _examples_figure(plt, ctx, target, n))
+    log_figures(
+        ctx, wb, baseline, success, eps_list, _example_rows(ctx, target, n) if n > 0 else None, target
+    )
 
 
-def _curves_figure(plt, wb, baseline, eps_list, adv_trained: bool):
-    fig, ax = plt.subplots(figsize=(6, 4))
-    label = "adv. trained" if adv_trained else "standard"
-    for i, name in enumerate(ATTACKS):
-        ax.plot(
-            eps_list,
-            [wb[f"acc/{name}@{e:g}"] for e in eps_list],
-            marker="o",
-            color=f"C{i}",
-            label=f"{name} ({label})",
-        )
-        if baseline is not None:
-            ax.plot(
-                eps_list,
-                [baseline[f"acc/{name}@{e:g}"] for e in eps_list],
-                marker="x",
-                ls="--",
-                color=f"C{i}",
-                label=f"{name} (standard)",
-            )
-    ax.set_xlabel("epsilon (pixel units, images in [0, 1])")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return fig
-
-
-def _success_figure(plt, success, eps_list, attack: str):
-    eps = [e for e in eps_list if e > 0]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for kind, marker in (("whitebox", "o"), ("transfer", "s")):
-        ax.plot(
-            eps,
-            [success[f"adv/{kind}_success@{e:g}"] for e in eps],
-            marker=marker,
-            label=f"{kind} ({attack})",
-        )
-    ax.set_xlabel("epsilon")
-    ax.set_ylabel("attack success (correct -> wrong)")
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return fig
-
-
-def _examples_figure(plt, ctx, target, n: int):
-    """Rows: clean, then each attack at adv.epsilon; titles: prediction (red when wrong)."""
+def _example_rows(ctx, target, n: int) -> tuple[list[tuple[str, torch.Tensor]], torch.Tensor]:
+    """The first n test images, clean and under each attack at adv.epsilon; their labels."""
     cfg = ctx.cfg.adv
     x, y = as_float(ctx.data.test[0][:n]), ctx.data.test[1][:n]
     rows = [("clean", x)]
@@ -479,25 +419,7 @@ def _examples_figure(plt, ctx, target, n: int):
         rows.append(
             (f"{name} eps={float(cfg.epsilon):g}", perturb(target, x, y, _spec(cfg, name, cfg.epsilon), gen))
         )
-    names = ctx.data.info.class_names or [str(i) for i in range(ctx.data.info.num_classes)]
-    fig, axes = plt.subplots(len(rows), len(y), figsize=(1.3 * len(y), 1.5 * len(rows)), squeeze=False)
-    for r, (label, images) in enumerate(rows):
-        preds = predict(target, images)
-        for c in range(len(y)):
-            ax = axes[r][c]
-            img = images[c].detach().float().cpu().permute(1, 2, 0).clamp(0, 1)  # (H, W, C)
-            ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
-            ok = bool(preds[c] == y[c])
-            ax.set_title(names[int(preds[c])], color="green" if ok else "red", fontsize=9)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[r][0].set_ylabel(label, fontsize=8)
-    fig.suptitle(
-        "prediction above each image (red: wrong); true labels: " + " ".join(names[int(t)] for t in y),
-        fontsize=9,
-    )
-    fig.tight_layout()
-    return fig
+    return rows, y
 
 
 TECHNIQUES.add(
