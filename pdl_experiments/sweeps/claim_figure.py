@@ -67,7 +67,8 @@ def _panel(ax: Any, spec: dict, rows: list[dict], chance: dict[str, float]) -> i
     xs_seen = _values(rows, spec.get("x")) if kind == "sweep" else []
     categories = xs_seen if any(_number(v) is None for v in xs_seen) else None  # e.g. a method
     drawn = 0
-    for value in _values(rows, series_key) if series_key else [None]:
+    series = _values(rows, series_key) if series_key else [None]
+    for k, value in enumerate(series):
         members = [r for r in rows if value is None or norm(r["overrides"].get(series_key)) == norm(value)]
         points = _points(kind, spec, members, chance, categories)
         if not points:
@@ -81,6 +82,17 @@ def _panel(ax: Any, spec: dict, rows: list[dict], chance: dict[str, float]) -> i
             lo = [m - h for m, h in zip(means, halves, strict=True)]
             hi = [m + h for m, h in zip(means, halves, strict=True)]
             ax.fill_between(xs, lo, hi, alpha=0.2, color=line.get_color())
+        elif categories:  # side by side at each category, not joined: no order between them
+            shift = 0.12 * (k - (len(series) - 1) / 2)
+            ax.errorbar(
+                [x + shift for x in xs],
+                means,
+                yerr=halves,
+                marker="o",
+                linestyle="none",
+                capsize=3,
+                label=label,
+            )
         else:
             ax.errorbar(xs, means, yerr=halves, marker="o", capsize=3, label=label)
         drawn += len(xs)
@@ -149,7 +161,9 @@ def _values(rows: list[dict], key: str | None) -> list[str]:
         v = r["overrides"].get(key) if key else None
         if v is not None and v not in seen:
             seen.append(v)
-    return sorted(seen, key=lambda v: (_number(v) is None, _number(v) or 0.0, v))
+    if all(_number(v) is not None for v in seen):
+        return sorted(seen, key=lambda v: _number(v) or 0.0)
+    return seen  # categories (a method, a model): in the sweep's own order
 
 
 def _number(v: Any) -> float | None:
