@@ -55,7 +55,7 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path):
     [
         (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size"),
         (["scheduler=step", "scheduler.gamma=0"], "scheduler.gamma"),
-        (["scheduler=cosine", "+scheduler.T_max=0"], "scheduler.T_max"),
+        (["scheduler=cosine", "scheduler.T_max=0"], "scheduler.T_max"),
         (["optimizer.lr=-0.1"], "optimizer.lr"),
         (["optimizer.weight_decay=-1"], "optimizer.weight_decay"),
         (["optimizer=sgd", "optimizer.momentum=-0.5"], "optimizer.momentum"),

@@ -115,12 +115,12 @@ def test_killed_in_each_phase_resumes_to_the_same_metrics(
     tmp_path, monkeypatch, uninterrupted, technique, phase
 ):
     sig = SIGNALS[CASES.index((technique, phase)) % 2]
-    fit, optimize = Trainer._fit, Trainer.optimize
+    begin, optimize = Trainer._begin, Trainer.optimize
     where: dict = {}
 
-    def fit_noting_the_phase(self, task, train_loader, val_loader, name, *args):
+    def begin_noting_the_phase(self, task, train_loader, val_loader, name, *args):
         where.update(phase=name, start=self.global_step, batches=len(train_loader))
-        return fit(self, task, train_loader, val_loader, name, *args)
+        return begin(self, task, train_loader, val_loader, name, *args)
 
     def optimize_then_signal(self, loss, name="default"):
         optimize(self, loss, name)
@@ -134,7 +134,7 @@ def test_killed_in_each_phase_resumes_to_the_same_metrics(
             os.kill(os.getpid(), sig)
 
     handlers = {s: signal.getsignal(s) for s in SIGNALS}
-    monkeypatch.setattr(Trainer, "_fit", fit_noting_the_phase)
+    monkeypatch.setattr(Trainer, "_begin", begin_noting_the_phase)
     monkeypatch.setattr(Trainer, "optimize", optimize_then_signal)
     try:
         with pytest.raises(Interrupted) as stopped:
