@@ -142,7 +142,13 @@ class Trainer:
             self.global_step = st["global_step"]
             best_state = ckpt.get("best_state")
             restore_rng(distributed.own_rng(ckpt))
-            log.info("resumed phase %r at epoch %d, batch %d", phase, st["epoch"], st["batch"])
+            log.info(
+                "resumed phase %r at epoch %d, batch %d, step %d",
+                phase,
+                st["epoch"],
+                st["batch"],
+                st["global_step"],
+            )
             if ckpt.get("phase_complete"):
                 result.epochs, result.time_s = st["epoch"], st["elapsed"]
                 result.best_value, result.best_epoch = st["best"], st["best_epoch"]
@@ -206,8 +212,7 @@ class Trainer:
                     progress.advance_batch()
                     if distributed.agree_stop(self.state):  # under DDP: any rank's request, at the same step
                         st["elapsed"] += time.perf_counter() - t0
-                        self._save_last(task, phase, st, schedulers, best_state, False)
-                        raise Interrupted(self.state.stop_signal or signal.SIGTERM, phase, epoch)
+                        raise self._stop_at_signal(task, phase, st, schedulers, best_state, epoch)
                 if "loss" in outs:
                     self._check_finite(outs["loss"], checked, epoch, st["global_step"], phase)
                 distributed.sync_buffers(task)  # under DDP: rank 0's BN statistics on every rank
@@ -257,8 +262,7 @@ class Trainer:
                     raise
 
                 if distributed.agree_stop(self.state):
-                    self._save_last(task, phase, st, schedulers, best_state, False)
-                    raise Interrupted(self.state.stop_signal or signal.SIGTERM, phase, epoch)
+                    raise self._stop_at_signal(task, phase, st, schedulers, best_state, epoch)
                 if cfg.keep > 0:
                     self._save_snapshot(task, phase, st, schedulers, best_state)
                 if distributed.broadcast(time.monotonic() - last_save > cfg.checkpoint_interval_s):
@@ -280,6 +284,23 @@ class Trainer:
         result.best_value, result.best_epoch = st["best"], st["best_epoch"]
         self._finish_phase(task, phase, best_state, st, schedulers, result, save=True)
         return result
+
+    def _stop_at_signal(self, task, phase, st, schedulers, best_state, epoch) -> Interrupted:
+        """last.pt at the step reached when the signal (or a sweep's stop request) came, a log
+        line saying where (epoch = epochs done, batch = batches done in the next, as the
+        resume line says it), and the exception that ends the run."""
+        self._save_last(task, phase, st, schedulers, best_state, False)
+        signum = self.state.stop_signal or signal.SIGTERM
+        if distributed.is_main():
+            log.warning(
+                "%s: saved last.pt in phase %r at epoch %d, batch %d, step %d",
+                signal.Signals(signum).name,
+                phase,
+                st["epoch"],
+                st["batch"],
+                st["global_step"],
+            )
+        return Interrupted(signum, phase, epoch)
 
     def _run_epoch_hooks(self, epoch: int, logs: dict[str, float]) -> None:
         for hook in self.epoch_hooks:
