@@ -170,7 +170,7 @@ start_munge() {
 	fi
 	[[ -f /etc/munge/munge.key ]] || runuser -u munge -- mungekey --create >/dev/null
 	install -d -o munge -g munge -m 0755 /run/munge
-	runuser -u munge -- "$SBIN/munged" --socket="$MUNGE_SOCKET" --pid-file=/run/munge/munged.pid
+	runuser -u munge -- "$SBIN/munged" --socket="$MUNGE_SOCKET" --pid-file=/run/munge/munged.pid 9>&-
 	cp /run/munge/munged.pid "$DIR/munged.pid" # ours: `stop` ends it
 	say "munged started"
 }
@@ -180,7 +180,7 @@ start_daemons() { # start_daemons SHIM
 	if alive "$DIR/slurmctld.pid" slurmctld; then
 		say "slurmctld already running (pid $(cat "$DIR/slurmctld.pid"))"
 	else
-		LD_PRELOAD=$shim "$SBIN/slurmctld" -f "$CONF"
+		LD_PRELOAD=$shim "$SBIN/slurmctld" -f "$CONF" 9>&- # the daemons do not keep start's lock
 		say "slurmctld started"
 	fi
 	if alive "$DIR/slurmd.pid" slurmd; then
@@ -191,7 +191,7 @@ start_daemons() { # start_daemons SHIM
 			SLURM_CONF=$CONF scontrol ping 2>/dev/null | grep -q UP && break
 			sleep 0.2
 		done
-		LD_PRELOAD=$shim "$SBIN/slurmd" --conf-server "127.0.0.1:$CTLD_PORT" -N "$NODE"
+		LD_PRELOAD=$shim "$SBIN/slurmd" --conf-server "127.0.0.1:$CTLD_PORT" -N "$NODE" 9>&-
 		say "slurmd started"
 	fi
 }
