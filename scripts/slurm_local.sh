@@ -111,7 +111,8 @@ ReturnToService=2
 SlurmdTimeout=120
 EnforcePartLimits=ALL
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
-PartitionName=local Nodes=$NODE Default=YES MaxTime=24:00:00 DefaultTime=60 State=UP
+# Each CPU takes up to two jobs at once (small jobs share the cores rather than queue).
+PartitionName=local Nodes=$NODE Default=YES MaxTime=24:00:00 DefaultTime=60 OverSubscribe=FORCE:2 State=UP
 EOF
 	mv "$CONF.new" "$CONF"
 }
