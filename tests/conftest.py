@@ -27,3 +27,19 @@ def small_run(tmp_path):
         return run_small(tmp_path, overrides, name)
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The one-node SLURM cluster of scripts/slurm_local.sh, started if it is not running."""
+    from helpers import start_local
+
+    start_local("slurm_local.sh")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The SQLAlchemy URL of scripts/postgres_local.sh's server, started if it is not running."""
+    from helpers import start_local
+
+    return start_local("postgres_local.sh").strip().splitlines()[-1]
