@@ -161,7 +161,9 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len) {
 	return real(fd, addr, len);
 }
 C
-	cc -shared -fPIC -O2 -o "$so" "$DIR/loopback_bind.c" -ldl
+	# Replaced, not rewritten: running daemons and jobs keep the copy they have mapped.
+	cc -shared -fPIC -O2 -o "$so.new" "$DIR/loopback_bind.c" -ldl
+	mv -f "$so.new" "$so"
 	echo "$so"
 }
 
@@ -216,6 +218,8 @@ wait_idle() {
 
 cmd_start() {
 	[[ $(id -u) == 0 ]] || die "run as root: the daemons run as root here (SlurmUser=root)"
+	# The commands would read that file before the local cluster's configuration.
+	[[ ! -e /etc/slurm/slurm.conf ]] || die "/etc/slurm/slurm.conf exists: this machine has a SLURM cluster of its own, use it"
 	mkdir -p "$DIR"
 	exec 9>"$DIR/.lock"
 	flock 9 # one `start` at a time (two test processes may call it at once)
