@@ -73,3 +73,19 @@ def standard(tmp_path_factory):
     loaded = load_run(run_dir)
     x, y = loaded.data.test
     return metrics, run_dir, loaded.model, x[:128], y[:128]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The one-node SLURM cluster of scripts/slurm_local.sh, started if it is not running."""
+    from helpers import start_local
+
+    start_local("slurm_local.sh")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The SQLAlchemy URL of scripts/postgres_local.sh's server, started if it is not running."""
+    from helpers import start_local
+
+    return start_local("postgres_local.sh").strip().splitlines()[-1]

@@ -163,6 +163,7 @@ class OptunaSweeperImpl:
                 f"{direction}: set hydra.sweeper.direction, or use another study_name or sweep dir"
             )
         _fail_abandoned(study)
+        _name_objective(study, self.metric)
         study.sampler, n_grid = self._sampler(space, len(study.trials))
         n_trials = min(self.n_trials, n_grid) if n_grid is not None else self.n_trials
         study.set_user_attr(hpo.ATTR_METRIC, self.metric)
@@ -294,6 +295,14 @@ def _counted(study: optuna.Study) -> int:
     )
 
 
+def _name_objective(study: optuna.Study, metric: str) -> None:
+    """The study's objective named after the metric (`study.metric_names`), so that
+    optuna-dashboard and Optuna's plots say `val/acc` rather than "Objective 0"."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # "experimental" API
+        study.set_metric_names([metric])
+
+
 def _fail_abandoned(study: optuna.Study) -> None:
     """Trials left RUNNING by a sweep that was killed: FAIL, not counted (their jobs rerun as new trials)."""
     running: Sequence[FrozenTrial] = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -319,7 +328,11 @@ def write_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
             log.info("no %s plot: it needs 2 complete trials, the study has %d", name, n_complete)
             continue
         # Optuna's default importance evaluator, seeded: the same study draws the same plot.
-        kw = {"evaluator": FanovaImportanceEvaluator(seed=0)} if name == "param_importances" else {}
+        kw: dict[str, Any] = (
+            {"evaluator": FanovaImportanceEvaluator(seed=0)} if name == "param_importances" else {}
+        )
+        if name == "optimization_history" and study.metric_names:
+            kw["target_name"] = study.metric_names[0]  # the others read the name from the study
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "experimental" warnings of the matplotlib backend

@@ -28,6 +28,7 @@ def run_job(cfg: DictConfig, errors: list[BaseException]) -> Any:
     from ..run.outputs import save_json as write_json
     from ..sweeps import hpo, stop
     from ..training import Interrupted, StopRun
+    from ..training.state import hand_on, requeue_signal
 
     def save_json(obj: Any, path: Path) -> None:
         if is_main():  # under DDP rank 0 alone writes (another rank's own Hydra dir is gone)
@@ -52,13 +53,18 @@ def run_job(cfg: DictConfig, errors: list[BaseException]) -> Any:
         if sweep_dir is None:
             errors.append(e)
             return None
+        requeued = e.signum == requeue_signal()  # SLURM's time limit: submitit requeues this job
         # One signal stops the whole sweep: no further job starts (see sweeps/stop.py).
-        if is_main():
+        if is_main() and not requeued:
             stop.request_stop(sweep_dir, e.signum)
         save_json(
             {"status": "interrupted", "phase": e.phase, "epoch": e.epoch, "signal": e.signame},
             out_dir / STATUS_FILE,
         )
+        if requeued:
+            if str(cfg.trainer.resume) != "auto":
+                log.warning("the requeued job will start over: add trainer.resume=auto to continue it")
+            hand_on(e.signum)  # submitit requeues the job and exits (rank 0; other ranks go on)
         return {"status": "interrupted"}
     except StopRun as e:  # ended early by an epoch hook: an Optuna trial pruned (sweeps/hpo.py)
         if sweep_dir is None:

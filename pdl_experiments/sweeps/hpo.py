@@ -66,7 +66,9 @@ def epoch_hook() -> Callable[[int, dict[str, float]], None] | None:
         value = logs.get(metric)
         if value is None or not math.isfinite(value):
             return
-        step += 1  # epochs so far, over all phases: a step Optuna has not seen yet
+        # Epochs so far, over all phases: a step Optuna has not seen yet. A run resumed mid-phase
+        # (a requeued SLURM job) goes on from its epoch, not from 1.
+        step = max(step + 1, epoch)
         trial.report(float(value), step)
         if trial.should_prune():
             name = (pruner_spec or {}).get("name", "?")

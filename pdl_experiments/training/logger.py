@@ -245,9 +245,7 @@ class MlflowSink:
         uri = str(settings.tracking_uri)
         _make_sqlite_parent(uri)
         self.client = client = MlflowClient(tracking_uri=uri)
-        name = str(settings.experiment)
-        found = client.get_experiment_by_name(name)
-        experiment_id = found.experiment_id if found is not None else client.create_experiment(name)
+        experiment_id = _experiment_id(client, str(settings.experiment))
 
         id_file = run_dir / MLFLOW_RUN_ID_FILE
         resumed = self._resumable(id_file) if purge_step is not None else None
@@ -302,6 +300,22 @@ class MlflowSink:
         self.flush()
         self._finalizer.detach()
         _end_run(self.client, self.run_id, "FINISHED")
+
+
+def _experiment_id(client: Any, name: str) -> str:
+    """The id of experiment `name`, created when missing. Jobs of a parallel sweep (joblib,
+    SLURM) may all find it missing at once: the server creates it for one of them and refuses
+    the others (RESOURCE_ALREADY_EXISTS), which then read the one created."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except Exception:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def _end_run(client: Any, run_id: str, status: str) -> None:

@@ -4,6 +4,7 @@ and the exceptions that end a run (interrupted, stopped by a hook, a non-finite 
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -12,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PdlError, RunEnded
+
+# The handler the requeue signal had before the run's own (submitit's), by signal number.
+_chained: dict[int, Callable[[int, Any], Any]] = {}
 
 
 class NonFiniteLossError(PdlError, RuntimeError):
@@ -69,18 +73,42 @@ class RunState:
         return self.stop_signal is not None
 
     def install_signal_handlers(self) -> None:
-        """First SIGINT/SIGTERM: finish the current step, save last.pt, exit."""
+        """First SIGINT/SIGTERM: finish the current step, save last.pt, exit. In a job that
+        submitit started, its requeue signal (requeue_signal()) stops the run the same way;
+        submitit's own handler for it runs after last.pt is saved (hand_on)."""
 
         def handler(signum, frame):
             if self.stop_signal is not None and signum == signal.SIGINT:
                 raise KeyboardInterrupt  # a second Ctrl-C means now
             self.stop_signal = signum
 
-        for s in (signal.SIGINT, signal.SIGTERM):
+        handler.pdl_run_state = True  # type: ignore[attr-defined]  # ours, not one to chain to
+        requeue = requeue_signal()
+        for s in (signal.SIGINT, signal.SIGTERM, *([requeue] if requeue is not None else [])):
             try:
-                signal.signal(s, handler)
+                previous = signal.signal(s, handler)
             except ValueError:  # not the main thread (some launchers): keep defaults
-                pass
+                continue
+            if s == requeue and callable(previous) and not hasattr(previous, "pdl_run_state"):
+                _chained[s] = previous
+
+
+def requeue_signal() -> int | None:
+    """The signal SLURM sends a job that submitit started before its time limit (or when it
+    is preempted): SIGUSR2, or $SUBMITIT_PREEMPT_SIGNAL. None outside such a job."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    name = "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+    return int(getattr(signal, name)) if hasattr(signal, name) else None
+
+
+def hand_on(signum: int) -> None:
+    """Once last.pt is saved: the requeue signal goes on to the handler it had before the run's
+    (submitit's: on rank 0 it resubmits the job, asks SLURM to requeue it and exits the
+    process; on other ranks it returns). Nothing for any other signal."""
+    previous = _chained.get(signum)
+    if previous is not None:
+        previous(signum, None)
 
 
 @dataclass

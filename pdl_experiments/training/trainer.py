@@ -147,7 +147,10 @@ class Trainer:
         self.global_step = fit.loop.global_step
         fit.best_state = ckpt.get("best_state")
         restore_rng(distributed.own_rng(ckpt))
-        log.info("resumed phase %r at epoch %d, batch %d", fit.phase, fit.loop.epoch, fit.loop.batch)
+        st = fit.loop
+        log.info(
+            "resumed phase %r at epoch %d, batch %d, step %d", fit.phase, st.epoch, st.batch, st.global_step
+        )
         if not ckpt.get("phase_complete"):
             return False
         fit.result.val = ckpt.get("val", {})
@@ -219,8 +222,7 @@ class Trainer:
             fit.progress.advance_batch()
             if distributed.agree_stop(self.state):  # under DDP: any rank's request, at the same step
                 st.elapsed += time.perf_counter() - t0
-                self._save_last(fit, complete=False)
-                raise Interrupted(self.state.stop_signal or signal.SIGTERM, fit.phase, epoch)
+                raise self._stop_at_signal(fit, epoch)
         if "loss" in outs:
             self._check_finite(outs["loss"], checked, epoch, st.global_step, fit.phase)
         distributed.sync_buffers(task)  # under DDP: rank 0's BN statistics on every rank
@@ -280,8 +282,7 @@ class Trainer:
             e.phase, e.epoch = fit.phase, epoch
             raise
         if distributed.agree_stop(self.state):
-            self._save_last(fit, complete=False)
-            raise Interrupted(self.state.stop_signal or signal.SIGTERM, fit.phase, epoch)
+            raise self._stop_at_signal(fit, epoch)
         if self.cfg.keep > 0:
             self._save_snapshot(fit)
         if distributed.broadcast(time.monotonic() - fit.last_save > self.cfg.checkpoint_interval_s):
@@ -298,6 +299,24 @@ class Trainer:
             fit.result.stopped_early = True
             return True
         return False
+
+    def _stop_at_signal(self, fit: PhaseRun, epoch: int) -> Interrupted:
+        """last.pt at the step reached when the signal (or a sweep's stop request) came, a log
+        line saying where (epoch = epochs done, batch = batches done in the next, as the
+        resume line says it), and the exception that ends the run."""
+        self._save_last(fit, complete=False)
+        signum = self.state.stop_signal or signal.SIGTERM
+        st = fit.loop
+        if distributed.is_main():
+            log.warning(
+                "%s: saved last.pt in phase %r at epoch %d, batch %d, step %d",
+                signal.Signals(signum).name,
+                fit.phase,
+                st.epoch,
+                st.batch,
+                st.global_step,
+            )
+        return Interrupted(signum, fit.phase, epoch)
 
     def _run_epoch_hooks(self, epoch: int, logs: dict[str, float]) -> None:
         for hook in self.epoch_hooks:
