@@ -9,6 +9,8 @@ The preset's `claim.figure` says what to draw (pdl_experiments/sweeps/claims.py)
 * `kind: profile`: `y` is a metric prefix (`test/token_acc_at/`): one point per suffix (a
   position, a search epoch), e.g. accuracy by position in the input.
 
+`log_x`, `log_y` put an axis on a log scale; `lines: {label: y}` draws reference lines.
+
 Every point is the mean over the seeds of the setting with its 95 % Student-t interval; a
 diverged job counts as the claim's `chance`, as in the verdict. Off-screen (Agg), 110 dpi,
 sized for a browser and the README.
@@ -98,6 +100,8 @@ def _panel(ax: Any, spec: dict, rows: list[dict], chance: dict[str, float]) -> i
         drawn += len(xs)
     if spec.get("log_x"):
         ax.set_xscale("log")
+    if spec.get("log_y"):
+        ax.set_yscale("log")
     if categories:
         ax.set_xticks(range(len(categories)), categories, fontsize=8)
     ax.set_xlabel(spec.get("xlabel") or ("epoch" if kind == "curve" else spec.get("x", "position")))

@@ -161,7 +161,7 @@ def compare(spec: dict, rows: list[dict], chance: dict[str, float]) -> list[Resu
                 jobs = [r for r in rows if seed_of(r) == seed and _matches(r, {**where, **extra})]
                 setting = ", ".join(f"{k}={v}" for k, v in {**where, **extra}.items()) or "every job"
                 if len(jobs) != 1:
-                    res.missing.append(f"{setting}, seed {seed}: {len(jobs) or 'no'} jobs")
+                    res.missing.append(f"{setting}, seed {seed.removesuffix('.0')}: {len(jobs) or 'no'} jobs")
                     ok = False
                     continue
                 v = value_of(jobs[0], metric, chance)

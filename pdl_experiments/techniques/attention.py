@@ -3,7 +3,8 @@
 One recipe for three models on a toy sequence task (dataset=copy|reverse|sort):
     train with teacher forcing (the decoder reads the true previous token)
     -> evaluate by greedy decoding (it reads its own previous guess, as in real use)
-    -> accuracy per output position, attention heatmaps, alignment of attention.
+    -> accuracy per output position and per half of the input (copy, reverse),
+       attention heatmaps, alignment of attention.
 
 model=seq2seq hands its decoder only the encoder's final state: on reverse the first
 outputs (the last inputs, just read) come out right and the last outputs (the first
@@ -34,7 +35,13 @@ log = logging.getLogger("pdl_experiments")
 
 NEEDS = Needs(model=("seq2seq",), data=("sequence",))  # what it works with (config/checks.py)
 # Headline metrics besides test/val acc and loss (outputs.headline: the HPARAMS columns).
-HEADLINE = ("test/token_acc", "test/seq_acc", "val/token_acc", "val/seq_acc")
+HEADLINE = (
+    "test/token_acc",
+    "test/token_acc_input_first_half",
+    "test/seq_acc",
+    "val/token_acc",
+    "val/seq_acc",
+)
 
 
 # ----------------------------------------------------------------------------- the recipe
@@ -60,6 +67,9 @@ def run(ctx) -> dict[str, float]:
 
     x_test, y_test = ctx.data.test
     pred = torch.cat(scores.preds)
+    # The two halves of the *input* (copy, reverse): the start is what a fixed-size state forgets.
+    halves = input_half_acc(task_name, x_test, y_test, pred, model.pad)
+    metrics.update({f"test/{k}": v for k, v in halves.items()})
     title = f"{_describe(model)} on {task_name}, L={info.in_shape[0]}"
     if model.has_attention:
         maps, align = attention_alignment(model, x_test, pred, task_name)
@@ -148,6 +158,29 @@ def decode_scores(model: Seq2SeqModel, loader: Any) -> DecodeScores:
         scores.loss_sum += float(token_loss(logits, y, model.pad)) * int(real.sum())
         scores.preds.append(pred)
     return scores
+
+
+def input_half_acc(
+    task: str, x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor, pad: int
+) -> dict[str, float]:
+    """Greedy token accuracy of the outputs copied from the first / second half of the input.
+
+    Only for copy and reverse, where each output token has one source position s; it is in
+    the first half when s < n / 2 (n real input tokens; an odd middle goes to the second
+    half). On reverse the input's first half is the output's second half: the tokens read
+    first and emitted last, the ones a fixed-size encoder state has overwritten by then
+    (Cho et al. 2014; Bahdanau et al. 2015, Fig. 2).
+    """
+    if task not in ("copy", "reverse"):
+        return {}
+    real = y != pad  # (N, T)
+    src = source_positions(task, x, y).float().argmax(2)  # (N, T) where each output comes from
+    first = 2 * src < (x != pad).sum(1, keepdim=True)  # (N, T)
+    right = pred[:, : y.shape[1]] == y
+    out = {}
+    for name, part in (("first", first & real), ("second", ~first & real)):
+        out[f"token_acc_input_{name}_half"] = float((right & part).sum()) / max(int(part.sum()), 1)
+    return out
 
 
 @torch.no_grad()

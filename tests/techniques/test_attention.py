@@ -58,8 +58,30 @@ def test_length_sweep_preset_composes():
         )
     assert cfg.technique == "attention"
     params = cfg.hydra.sweeper.params
-    assert set(params["model"].split(",")) == {"seq2seq", "seq2seq_attention", "transformer"}
-    assert len(params["dataset.length"].split(",")) >= 2  # short and long: 10, 30 (x 3 seeds)
+    # The claim pairs seq2seq with seq2seq_attention at the same width and budget, by seed.
+    assert set(params["model"].split(",")) == {"seq2seq", "seq2seq_attention"}
+    assert [int(v) for v in params["dataset.length"].split(",")] == [10, 20, 30]
+    assert len(params["seed"].split(",")) >= 5
+    assert cfg.model.hidden == 64 and cfg.dataset._target_.endswith("load_reverse")
+    assert (cfg.trainer.max_epochs, cfg.trainer.batch_size, cfg.optimizer.lr) == (8, 64, 0.004)
+
+
+def test_input_half_accuracy_follows_the_source_position():
+    """On reverse the input's first half is emitted last; on copy first. Errors placed on the
+    tokens copied from the input's start must show in `token_acc_input_first_half` only."""
+    from pdl_experiments.techniques.attention import input_half_acc
+
+    d = load_reverse(**SMALL, min_length=3)
+    x, y = d.test  # lengths 3..8, right-padded
+    n = (x != PAD).sum(1, keepdim=True)
+    t = torch.arange(x.shape[1])
+    for task, target, src in (("reverse", y, n - 1 - t), ("copy", x, t.expand_as(x))):
+        pred = target.clone()
+        from_start = (2 * src < n) & (target != PAD)  # (N, T)
+        pred[from_start] = PAD  # every token copied from the input's first half wrong
+        acc = input_half_acc(task, x, target, pred, PAD)
+        assert acc == {"token_acc_input_first_half": 0.0, "token_acc_input_second_half": 1.0}
+    assert input_half_acc("sort", x, y, y, PAD) == {}  # a sorted token has no single source
 
 
 # ---------------------------------------------------------------------------- runs
@@ -86,6 +108,9 @@ def test_attention_learns_reverse_along_the_anti_diagonal(small_run):
     )
     assert metrics["test/token_acc"] > 0.95, metrics
     assert metrics["test/attn_align_pm1"] > 0.8, metrics
+    # Reverse, one length: the input's first half is the output's second half.
+    assert metrics["test/token_acc_input_first_half"] == pytest.approx(metrics["test/token_acc_second_half"])
+    assert metrics["test/token_acc_input_second_half"] == pytest.approx(metrics["test/token_acc_first_half"])
 
     # The anti-diagonal, measured on the saved model: for most output positions t the
     # strongest attention is on input L-1-t, or its neighbour (a recurrent state also

@@ -180,3 +180,24 @@ def test_the_floor_depends_on_the_sample_sizes():
     small = [frechet_distance(draw(359), draw(269)) for _ in range(5)]
     equal = [frechet_distance(draw(359), draw(1000)) for _ in range(5)]
     assert min(small) > 1.3 * max(equal)
+
+
+# ---------------------------------------------------------------- the preset
+def test_losses_preset_pairs_both_losses_on_both_pairs_by_seed():
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    with initialize_config_module(config_module="pdl_experiments.configs", version_base="1.3"):
+        cfg = hydra_compose(
+            config_name="config", overrides=["experiment=gan_losses"], return_hydra_config=True
+        )
+    params = cfg.hydra.sweeper.params
+    assert cfg.technique == "gan" and cfg.trainer.max_epochs == 30
+    assert set(params["model"].split(",")) == {"gan_mlp", "dcgan"}
+    assert set(params["gan.loss"].split(",")) == {"nonsaturating", "minimax"}
+    assert len(params["seed"].split(",")) >= 5
+    # One sample size for every job: Frechet distances compare only at equal sizes.
+    assert "gan.n_samples" not in params and cfg.gan.n_samples == 1000
+    # 28x28 images (as dataset=mnist5k) compose with it; the models fit them (test above).
+    mnist = compose(["experiment=gan_losses", "dataset=synthetic", "dataset.shape=mnist", "model=dcgan"])
+    assert mnist.dataset.shape == "mnist" and mnist.model._target_ == GAN_MODELS["dcgan"]
