@@ -114,8 +114,9 @@ class AttentionScore(StrEnum):
 
 
 class NasBaseline(StrEnum):
-    none = "none"
-    random = "random"
+    none = "none"  # the DARTS search
+    random = "random"  # one random genotype, no search
+    random_search = "random_search"  # the best of random genotypes on the DARTS search's compute
 
 
 @dataclass
@@ -277,6 +278,14 @@ class NasConfig:
     # Weights on Adam at 1e-3 make the second-order term small: DARTS' 0.025 is its SGD lr.
     xi: float | None = None
     baseline: NasBaseline = NasBaseline.none  # random: skip the search, random genotype
+    # baseline=random_search: random genotypes each trained this many epochs on the search's
+    # weight half and scored on its other half; as many as fit in the FLOPs the DARTS search
+    # of this config would spend (candidates: null), or exactly `candidates` of them
+    candidate_epochs: int = 5
+    candidates: int | None = None
+    # Retrain the derived network at the channel count whose parameters come nearest this
+    # (searched and random genotypes then compare at equal size); null: nas.channels
+    param_budget: int | None = None
 
 
 @dataclass

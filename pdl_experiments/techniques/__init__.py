@@ -12,7 +12,7 @@ Optional module-level hooks used when a finished run is read back (loading.py):
 configured model alone cannot (a pruned architecture, a genotype), and
 `evaluate_model(model, data, cfg)` gives pdl-eval the technique's own test metrics.
 Helpers that are not techniques live beside them: base.py (Task), attacks.py,
-importance.py (pruning criteria), prune_report.py.
+importance.py (pruning criteria), prune_report.py, nas_baselines.py (random search).
 """
 
 TECHNIQUES = ("bn", "prune", "adv", "gan", "nas", "attention")
