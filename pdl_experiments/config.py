@@ -73,6 +73,7 @@ class PruneCriterion(StrEnum):
     l2 = "l2"
     activation = "activation"
     similarity = "similarity"
+    random = "random"  # filter level: the control, filters drawn at random (seeded)
     accuracy = "accuracy"  # layer level: validation accuracy without the block
     discriminability = "discriminability"  # layer level: class separation of the features without it
 
@@ -194,7 +195,7 @@ class PruneConfig:
     # weight level: rank |w| times the next BN's gamma/sqrt(var), the weight inference
     # applies (BN hides a layer's weight scale); false: raw |w|
     fold_bn: bool = True
-    # filter level: l1 | l2 | activation | similarity; weight level: l1 | l2 (= |w|); layer
+    # filter level: l1 | l2 | activation | similarity | random; weight level: l1 | l2 (= |w|); layer
     # level: accuracy | discriminability (l1, the default, means accuracy there)
     criterion: PruneCriterion = PruneCriterion.l1
     iterations: int = 1  # prune -> fine-tune rounds; each keeps the same share of what is left
