@@ -226,6 +226,9 @@ def test_iterations_and_from_run(tmp_path):
     # Two rounds of 50% of what is left: 75% in all.
     assert metrics["prune/sparsity"] == pytest.approx(0.75, abs=0.01)
     assert "prune/acc_pruned_round1" in metrics and "prune/acc_pruned_round2" in metrics
+    # Each round's accuracy after its fine-tuning; the last one is the run's.
+    assert 0 < metrics["prune/acc_finetuned_round1"] <= 1
+    assert metrics["prune/acc_finetuned_round2"] == metrics["test/acc"]
 
 
 @pytest.mark.parametrize(
@@ -257,82 +260,67 @@ def test_from_run_must_match_the_model(tmp_path, clean):
         run_small(tmp_path, ["technique=prune", "model=vgg", f"prune.from_run={run_dir}"])
 
 
-def test_sweep_preset_composes():
+def test_sweep_preset_composes_with_each_of_its_settings():
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
     from helpers import compose
 
-    cfg = compose(["experiment=prune_sweep"])
-    assert cfg.technique == "prune"
+    with initialize_config_module(config_module="pdl_experiments.configs", version_base="1.3"):
+        raw = hydra_compose(
+            config_name="config", overrides=["experiment=prune_sweep"], return_hydra_config=True
+        )
+    settings = str(raw.hydra.sweeper.params["+prune_setting"]).split(",")
+    assert len(settings) == 7
+    for setting in settings:
+        cfg = compose(["experiment=prune_sweep", f"+prune_setting={setting}"])
+        assert cfg.technique == "prune" and not cfg.bn.enabled
+        assert (
+            cfg.model._target_.rsplit(".", 1)[-1]
+            == {"cnn": "SmallCNN", "mlp": "MLP", "resnet": "ResNet"}[setting.split("_")[0]]
+        )
 
 
-def test_bn_scales_pair_every_conv_with_its_norm():
-    from hydra.utils import instantiate
-
+def test_the_levels_of_the_preset_prune_the_same_share_of_the_resnet():
+    """resnet_weight zeroes the share of the ResNet's weights that resnet_layer removes."""
+    from pdl_experiments.data import DataInfo
     from pdl_experiments.models import BatchNormSpec, build_model
-    from pdl_experiments.techniques.importance import bn_scales
+    from pdl_experiments.models.common import removable_blocks, weight_layers
 
     from helpers import compose
 
-    cfg = compose(["model=resnet", "model.width=8"])
-    data = instantiate(cfg.dataset, _convert_="all")
-    model = build_model(cfg.model, data.info, BatchNormSpec())
-    for m in model.modules():  # distinct statistics per layer, so a wrong pairing shows
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 2.0)
-    scales = bn_scales(model, data.train[0][:2])
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    assert set(scales) == set(convs)  # the classifier has no norm after it
-    block = model.blocks[2]  # conv1 -> bn1, conv2 -> bn2, shortcut conv -> shortcut bn
-    for conv, bn in [
-        (block.conv1, block.bn1),
-        (block.conv2, block.bn2),
-        (block.shortcut[0], block.shortcut[1]),
-    ]:
-        assert torch.allclose(scales[conv], bn.weight.abs() / (bn.running_var + bn.eps).sqrt())
+    layer = compose(["experiment=prune_sweep", "+prune_setting=resnet_layer"])
+    weight = compose(["experiment=prune_sweep", "+prune_setting=resnet_weight"])
+    info = DataInfo("digits", in_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.4,))
+    model = build_model(layer.model, info, BatchNormSpec(enabled=False))
+    total = sum(m.weight.numel() for _, m in weight_layers(model))
+    assert len(removable_blocks(model)) == layer.prune.blocks  # every removable block goes
+    for i in removable_blocks(model):
+        model.blocks[i] = nn.Identity()
+    removed = 1 - sum(m.weight.numel() for _, m in weight_layers(model)) / total
+    assert weight.prune.ratio == pytest.approx(removed, abs=5e-4)
 
 
-def test_layer_level_by_discriminability_with_a_fine_tuned_random_baseline(tmp_path):
-    metrics, _ = run_small(
-        tmp_path,
-        [
-            "technique=prune",
-            *FAST,
-            *LEVELS["layer"],
-            "prune.criterion=discriminability",
-            "prune.random_baselines=2",
-        ],
-    )
-    fisher = {k: v for k, v in metrics.items() if k.startswith("prune/fisher_without_block/")}
-    assert len(fisher) == 4 and all(v > 0 for v in fisher.values())
-    draws = [metrics["prune/acc_random_finetuned/1"], metrics["prune/acc_random_finetuned/2"]]
-    assert metrics["prune/acc_random_finetuned"] == pytest.approx(sum(draws) / 2)
-    assert metrics["prune/blocks_removed"] == 1
-
-
-def test_a_criterion_of_another_level_is_refused_at_the_layer_level(tmp_path):
-    from pdl_experiments.config import ConfigError
-
-    with pytest.raises(ConfigError, match="prune.criterion=similarity does not apply to prune.level=layer"):
-        run_small(tmp_path, ["technique=prune", *FAST, *LEVELS["layer"], "prune.criterion=similarity"])
-
-
-def test_similarity_criterion_compares_the_filters_themselves():
-    """A filter and its negation are opposite features, not near-duplicates; the filter
-    closest to the others (their geometric median) ranks least important."""
+def test_random_filter_criterion_is_seeded_and_apart_from_the_global_generator():
     import torch_pruning as tp
 
-    from pdl_experiments.techniques.importance import FilterSimilarityImportance
+    from pdl_experiments.techniques.importance import filter_criteria
 
-    conv = torch.nn.Conv2d(1, 3, 1, bias=False)
-    head = torch.nn.Conv2d(3, 2, 1, bias=False)
-    model = torch.nn.Sequential(conv, head)
-    with torch.no_grad():
-        conv.weight.copy_(torch.tensor([1.0, -1.0, 0.1]).view(3, 1, 1, 1))
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.rand(1, 1, 2, 2))
-    group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=[0, 1, 2])
-    imp = FilterSimilarityImportance()(group)
-    # Distances on signed weights: |1-(-1)| = 2, not 0 as on |w|^2.
-    assert torch.allclose(imp, torch.tensor([2 + 0.9, 2 + 1.1, 0.9 + 1.1]))
-    assert imp.argmin().item() == 2
-    fpgm = tp.importance.FPGMImportance(p=2, group_reduction="first", normalizer=None)(group)
-    assert fpgm[0] != imp[0]  # Torch-Pruning's version sees filters 0 and 1 as one
+    def kept(seed: int) -> list[int]:
+        torch.manual_seed(0)
+        conv, head = torch.nn.Conv2d(1, 8, 1), torch.nn.Conv2d(8, 2, 1)
+        model = torch.nn.Sequential(conv, head)
+        original = conv.weight.detach().clone()
+        importance = filter_criteria(seed=seed)["random"](model, [])
+        x = torch.rand(1, 1, 2, 2)
+        state = torch.random.get_rng_state()
+        pruner = tp.pruner.BasePruner(
+            model, x, importance=importance, pruning_ratio_dict={conv: 0.5}, ignored_layers=[head]
+        )
+        pruner.step()
+        assert torch.equal(torch.random.get_rng_state(), state)  # the run's own stream is untouched
+        return [int((original == w).all(dim=(1, 2, 3)).nonzero()) for w in conv.weight.detach()]
+
+    first = kept(1)
+    assert len(first) == 4 and kept(1) == first  # the same filters for a seed
+    assert any(kept(s) != first for s in (2, 3, 4))
