@@ -398,3 +398,17 @@ def test_random_search_stopped_inside_a_candidate_resumes_to_the_same_result(tmp
     clean, last, resumed = interrupt_and_resume(tmp_path, monkeypatch, overrides, in_candidate2_epoch2)
     assert last["phase"] == "candidate2" and not last["phase_complete"]
     assert without_timings(resumed) == pytest.approx(without_timings(clean), rel=1e-6, abs=1e-9)
+
+
+def test_the_preset_compares_darts_with_random_search_at_one_size():
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    with initialize_config_module(config_module="pdl_experiments.configs", version_base="1.3"):
+        raw = hydra_compose(
+            config_name="config", overrides=["experiment=nas_vs_random"], return_hydra_config=True
+        )
+    assert str(raw.hydra.sweeper.params["nas.baseline"]).split(",") == ["none", "random_search"]
+    cfg = compose(["experiment=nas_vs_random"])
+    # Random search on the search's own FLOPs (no fixed count), both retrained at one size.
+    assert cfg.technique == "nas" and cfg.nas.candidates is None and cfg.nas.param_budget > 0
