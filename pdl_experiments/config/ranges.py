@@ -68,6 +68,13 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("nas.channels", lambda v: v >= 1, "an integer >= 1"),
     ("nas.arch_lr", lambda v: v > 0, "a number > 0"),
     ("nas.xi", lambda v: v is None or v >= 0, "null (the weight optimizer's lr) or a number >= 0"),
+    ("nas.candidate_epochs", lambda v: v >= 1, "an integer >= 1"),
+    (
+        "nas.candidates",
+        lambda v: v is None or v >= 1,
+        "null (as many as the search's FLOPs) or an integer >= 1",
+    ),
+    ("nas.param_budget", lambda v: v is None or v >= 1, "null (nas.channels) or an integer >= 1"),
     ("attention.heatmaps", lambda v: v >= 0, "an integer >= 0 (test examples shown; 0 = none)"),
 ]
 

@@ -80,6 +80,7 @@ class PruneCriterion(StrEnum):
     l2 = "l2"
     activation = "activation"
     similarity = "similarity"
+    random = "random"  # filter level: the control, filters drawn at random (seeded)
     accuracy = "accuracy"  # layer level: validation accuracy without the block
     discriminability = "discriminability"  # layer level: class separation of the features without it
 
@@ -122,8 +123,9 @@ class AttentionScore(StrEnum):
 
 
 class NasBaseline(StrEnum):
-    none = "none"
-    random = "random"
+    none = "none"  # the DARTS search
+    random = "random"  # one random genotype, no search
+    random_search = "random_search"  # the best of random genotypes on the DARTS search's compute
 
 
 @dataclass
@@ -205,7 +207,7 @@ class PruneConfig:
     # weight level: rank |w| times the next BN's gamma/sqrt(var), the weight inference
     # applies (BN hides a layer's weight scale); false: raw |w|
     fold_bn: bool = True
-    # filter level: l1 | l2 | activation | similarity; weight level: l1 | l2 (= |w|); layer
+    # filter level: l1 | l2 | activation | similarity | random; weight level: l1 | l2 (= |w|); layer
     # level: accuracy | discriminability (l1, the default, means accuracy there)
     criterion: PruneCriterion = PruneCriterion.l1
     iterations: int = 1  # prune -> fine-tune rounds; each keeps the same share of what is left
@@ -297,6 +299,14 @@ class NasConfig:
     # Weights on Adam at 1e-3 make the second-order term small: DARTS' 0.025 is its SGD lr.
     xi: float | None = None
     baseline: NasBaseline = NasBaseline.none  # random: skip the search, random genotype
+    # baseline=random_search: random genotypes each trained this many epochs on the search's
+    # weight half and scored on its other half; as many as fit in the FLOPs the DARTS search
+    # of this config would spend (candidates: null), or exactly `candidates` of them
+    candidate_epochs: int = 5
+    candidates: int | None = None
+    # Retrain the derived network at the channel count whose parameters come nearest this
+    # (searched and random genotypes then compare at equal size); null: nas.channels
+    param_budget: int | None = None
 
 
 @dataclass

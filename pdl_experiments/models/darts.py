@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..data import DataInfo
-from .common import Normalize
+from .common import Normalize, count_params
 from .norm import BatchNormSpec
 
 Genotype = list  # list (per intermediate node) of [op, input] pairs
@@ -249,6 +249,27 @@ class DerivedNetwork(DartsNetwork):
 
         super().__init__(info, norm, len(genotype), cells, channels, make)
         self.genotype = genotype
+
+
+def channels_for_params(
+    info: DataInfo, norm: BatchNormSpec, genotype: Genotype, cells: int, budget: int, most: int = 1024
+) -> int:
+    """The channel count at which the genotype's DerivedNetwork has the parameter count
+    nearest `budget` (ties: the smaller network). Parameters grow with the channels."""
+
+    def params(c: int) -> int:
+        return count_params(DerivedNetwork(info, norm, genotype, cells, c))
+
+    hi = 1
+    while params(hi) < budget and hi < most:
+        hi = min(2 * hi, most)
+    lo = max(1, hi // 2)
+    while lo < hi:  # the first channel count with params >= budget
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if params(mid) < budget else (lo, mid)
+    if lo > 1 and budget - params(lo - 1) <= params(lo) - budget:
+        return lo - 1
+    return lo
 
 
 # -- genotypes -----------------------------------------------------------------------------

@@ -4,6 +4,8 @@ The preset's `claim.figure` says what to draw (pdl_experiments/sweeps/claims.py)
 
 * `kind: sweep` (the default): `y` (a metric) against `x` (a swept key), one line per value
   of `series`, one panel per value of `panels`; `where` keeps the jobs of one setting.
+  `y: [m1, m2, ...]` draws one line per metric instead of per `series` value (e.g. accuracy
+  before pruning, right after it and after fine-tuning, per setting).
 * `kind: curve`: `y` is a TensorBoard scalar logged every epoch (val/fid, val/robust_acc),
   drawn against the epoch from each job's event file.
 * `kind: profile`: `y` is a metric prefix (`test/token_acc_at/`): one point per suffix (a
@@ -50,8 +52,8 @@ def draw(claim: dict, rows: list[dict], path: Path, title: str = "") -> Path | N
     if not drawn:
         plt.close(fig)
         return None
-    axes[0][0].set_ylabel(spec.get("ylabel") or f"{spec['y']} (mean ± 95 % CI)")
-    if spec.get("series"):
+    axes[0][0].set_ylabel(spec.get("ylabel") or f"{', '.join(_metrics(spec))} (mean ± 95 % CI)")
+    if spec.get("series") or len(_metrics(spec)) > 1:
         axes[0][-1].legend(fontsize=8, title=spec.get("series"), title_fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -69,10 +71,20 @@ def _panel(ax: Any, spec: dict, rows: list[dict], chance: dict[str, float]) -> i
     xs_seen = _values(rows, spec.get("x")) if kind == "sweep" else []
     categories = xs_seen if any(_number(v) is None for v in xs_seen) else None  # e.g. a method
     drawn = 0
-    series = _values(rows, series_key) if series_key else [None]
+    metrics = _metrics(spec)
+    if len(metrics) > 1:  # y: [a, b, ...]: one line per metric, every job in each
+        series: list[Any] = metrics
+    else:
+        series = _values(rows, series_key) if series_key else [None]
     for k, value in enumerate(series):
-        members = [r for r in rows if value is None or norm(r["overrides"].get(series_key)) == norm(value)]
-        points = _points(kind, spec, members, chance, categories)
+        if len(metrics) > 1:
+            members, y = rows, str(value)
+        else:
+            members = [
+                r for r in rows if value is None or norm(r["overrides"].get(series_key)) == norm(value)
+            ]
+            y = metrics[0]
+        points = _points(kind, {**spec, "y": y}, members, chance, categories)
         if not points:
             continue
         xs = sorted(points)
@@ -103,7 +115,14 @@ def _panel(ax: Any, spec: dict, rows: list[dict], chance: dict[str, float]) -> i
     if spec.get("log_y"):
         ax.set_yscale("log")
     if categories:
-        ax.set_xticks(range(len(categories)), categories, fontsize=8)
+        many = len(categories) > 4  # long names side by side: slanted
+        ax.set_xticks(
+            range(len(categories)),
+            categories,
+            fontsize=8,
+            rotation=30 if many else 0,
+            ha="right" if many else "center",
+        )
     ax.set_xlabel(spec.get("xlabel") or ("epoch" if kind == "curve" else spec.get("x", "position")))
     for key, level in (spec.get("lines") or {}).items():  # reference lines: {label: y}
         ax.axhline(float(level), color="grey", linestyle="--", linewidth=1)
@@ -112,6 +131,12 @@ def _panel(ax: Any, spec: dict, rows: list[dict], chance: dict[str, float]) -> i
         )
     ax.grid(alpha=0.3)
     return drawn
+
+
+def _metrics(spec: dict) -> list[str]:
+    """`y` as a list of metric names (one, or several drawn side by side)."""
+    y = spec["y"]
+    return [str(m) for m in y] if isinstance(y, list | tuple) else [str(y)]
 
 
 def _points(

@@ -232,7 +232,9 @@ def claim_of(rows: list[dict]) -> dict | None:
 def _num(x: float) -> str:
     if math.isnan(x) or math.isinf(x):
         return str(x)
-    return f"{x:.3g}" if abs(x) < 1e-3 and x != 0 else f"{x:.4f}".rstrip("0").rstrip(".")
+    if abs(x) < 1e-9:  # a difference of equal floats, up to rounding: 0
+        return "0"
+    return f"{x:.3g}" if abs(x) < 1e-3 else f"{x:.4f}".rstrip("0").rstrip(".")
 
 
 def markdown(claim: dict, verdict: Verdict, figure: str | None, where: str = "") -> list[str]:

@@ -9,7 +9,8 @@ metrics). Importing this package imports them all, so the registry lists every t
 the `technique` config group names one of its entries, and the tests, scripts/bench.py and
 scripts/gpu_check.sh go over the list. A technique's own pre-flight checks (what NEEDS
 cannot say) run at the top of its recipe, before any training. Helpers that are not
-techniques live beside them: attacks.py, importance.py (pruning criteria), prune_report.py.
+techniques live beside them: attacks.py, importance.py (pruning criteria), prune_report.py,
+nas_baselines.py (random search).
 """
 
 from ..registry import TECHNIQUES

@@ -17,8 +17,9 @@ from ..models.common import weight_layers
 from ..models.norm import is_norm
 
 
-def filter_criteria() -> dict[str, Callable]:
-    """prune.criterion -> (model, batches) -> importance, for the filter level."""
+def filter_criteria(seed: int = 0) -> dict[str, Callable]:
+    """prune.criterion -> (model, batches) -> importance, for the filter level; `seed` draws
+    the random criterion's scores."""
     # l1 / l2 / similarity rank a layer's own filters (group_reduction="first": the course's
     # "l_p norm of a filter"; similarity: distance to the layer's other filters).
     return {
@@ -30,7 +31,23 @@ def filter_criteria() -> dict[str, Callable]:
         ),
         "similarity": lambda model, batches: FilterSimilarityImportance(),
         "activation": lambda model, batches: MeanActivationImportance(model, batches),
+        "random": lambda model, batches: SeededRandomImportance(seed),
     }
+
+
+class SeededRandomImportance(tp.importance.Importance):
+    """The control: every filter scored uniformly at random (Li et al. 2017, Fig. 2; Mittal
+    et al. 2018), from a generator of its own, so a seed gives the same filters and the run's
+    other random streams are untouched (Torch-Pruning's RandomImportance draws from torch's
+    global generator)."""
+
+    def __init__(self, seed: int):
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def __call__(self, group, **kwargs):
+        _, idxs = group[0]
+        return torch.rand(len(idxs), generator=self.generator)
 
 
 class FilterSimilarityImportance(tp.importance.GroupMagnitudeImportance):

@@ -12,7 +12,10 @@
     retrain  the discrete network of the genotype, trained from scratch on the whole
              training split with the shared trainer.
 
-nas.baseline=random skips the search and retrains a random genotype of the same space.
+Baselines of the same space: nas.baseline=random retrains one random genotype (no search);
+nas.baseline=random_search retrains the best of random genotypes trained on the DARTS
+search's data and FLOPs (nas_baselines.py). nas.param_budget retrains every genotype at the
+channel count that gives it that many parameters, so cells compare at equal size.
 The search phase records the genotype (kept in every later checkpoint), so a run killed
 while retraining rebuilds the derived network and goes on without searching again.
 """
@@ -38,6 +41,7 @@ from ..models.darts import (
     DerivedNetwork,
     Genotype,
     SearchNetwork,
+    channels_for_params,
     derive_genotype,
     edge_inputs,
     format_genotype,
@@ -48,6 +52,7 @@ from ..models.darts import (
 from ..registry import TECHNIQUES, Needs, Technique
 from ..training.checkpoint import CheckpointError
 from ..training.task import ClassificationTask, Task, classification_metrics
+from .nas_baselines import random_search, search_flops, split_halves
 
 log = logging.getLogger("pdl_experiments")
 
@@ -68,28 +73,43 @@ def run(ctx) -> dict[str, float]:
     nas = ctx.cfg.nas
     # 1. Search (or draw a random genotype of the same space), 2. derive the genotype.
     ph = ctx.phase("search")
+    # Both searches see the training split only: w learns on one half, alpha (or the
+    # choice among random candidates) is made on the other.
+    x_train, y_train = ctx.data.train
+    halves = split_halves(x_train, y_train, int(ctx.cfg.seed))
     if ph.done:
         log.info("genotype from the checkpoint, no search needed")
     elif str(nas.baseline) == "random":
         gen = torch.Generator().manual_seed(int(ctx.cfg.seed))
         ph.finish(genotype=random_genotype(ops, int(nas.nodes), gen), genotype_source="random")
+    elif str(nas.baseline) == "random_search":
+        random_search(ctx, ph, ops, halves, budget=search_flops(ctx, ops, *halves, SearchTask))
     else:
-        search(ctx, ph, ops)
+        search(ctx, ph, ops, halves)
     found = ph.record
     genotype = found["genotype"]
     save_genotype(ctx, found, ops)
 
-    # 3. Retrain the derived network from scratch.
+    # 3. Retrain the derived network from scratch (at nas.param_budget's size, if set).
     task, model, result = retrain(ctx, genotype)
     metrics = ctx.classification_metrics(task, model)
     search_time = float(found.get("search_time_s", 0.0))
     metrics["train/time_s"] = search_time + result.time_s
     metrics["nas/search_time_s"] = search_time
     metrics["nas/retrain_time_s"] = result.time_s
+    metrics["nas/retrain_channels"] = retrain_channels(nas, ctx.data.info, ctx.norm, genotype)
     metrics["nas/skip_count"] = skip_count(genotype)
-    for key in ("alpha_entropy_start", "alpha_entropy_end", "supernet_val_acc"):
+    for key in ("alpha_entropy_start", "alpha_entropy_end", "supernet_val_acc", "skip_share_end"):
         if key in found:
             metrics[f"nas/{key}"] = found[key]
+    for key in ("search_flops", "budget_flops", "candidates"):
+        if key in found:
+            metrics[f"nas/{key}"] = found[key]
+    # DARTS' collapse towards skip connections, epoch by epoch (0: alpha's start).
+    for epoch, n in enumerate(found.get("skip_counts", [])):
+        metrics[f"nas/skip_count/epoch{epoch}"] = n
+    if found.get("skip_counts"):
+        metrics["nas/skip_count_max"] = max(found["skip_counts"])
     return metrics
 
 
@@ -103,9 +123,10 @@ def check(ctx) -> list[str]:
     return ops
 
 
-def search(ctx, ph, ops: list[str]) -> None:
+def search(ctx, ph, ops: list[str], halves) -> None:
     """The search phase: alpha and w trained together; records the derived genotype."""
     nas = ctx.cfg.nas
+    w_half, alpha_half = halves
     # DARTS' search cell normalises without a learned scale or shift (affine=False); the
     # derived network that is retrained has ordinary (affine) BN.
     norm = replace(ctx.norm, affine=False)
@@ -114,8 +135,9 @@ def search(ctx, ph, ops: list[str]) -> None:
     )
     xi = None if nas.xi is None else float(nas.xi)
     task = SearchTask(model, float(nas.arch_lr), bool(nas.second_order), ctx.loader("val"), xi=xi)
-    x_train, y_train = ctx.data.train
-    w_half, alpha_half = split_halves(x_train, y_train, int(ctx.cfg.seed))
+    # The genotype's skip connections after every epoch: kept in the phase record, so a
+    # resumed search goes on with the list its checkpoint holds.
+    task.skip_counts = ph.record.setdefault("skip_counts", [])
     loader = PairedLoader(
         w_half,
         alpha_half,
@@ -126,14 +148,18 @@ def search(ctx, ph, ops: list[str]) -> None:
     if not ph.resumed:  # a fresh search: record where alpha starts
         start = task.alpha_logs()
         ph.record["alpha_entropy_start"] = start["nas/alpha_entropy"]
+        task.skip_counts[:] = [int(start["nas/skip_count"])]
         if ctx.logger is not None:
             ctx.logger.scalars(start, ctx.global_step)
             ctx.logger.figure("nas/alpha", alpha_figure(task, 0), 0)
     # val=None: no monitor, so the phase ends on the final alpha (see on_epoch_end).
     result = ctx.fit(task, phase=ph.name, train=loader, val=None, max_epochs=int(nas.search_epochs))
+    final = task.alpha_logs()
     end = {
-        "alpha_entropy_end": task.alpha_logs()["nas/alpha_entropy"],
+        "alpha_entropy_end": final["nas/alpha_entropy"],
+        "skip_share_end": final.get("nas/op_share/skip_connect", 0.0),
         "search_time_s": result.time_s,
+        "search_flops": search_flops(ctx, ops, w_half, alpha_half, SearchTask),
         "supernet_val_acc": ctx.evaluate(task, "val")["val/acc"],
         "alpha": model.cell_weights().detach().cpu().tolist(),
     }
@@ -172,12 +198,20 @@ def save_genotype(ctx, record: dict, ops: list[str]) -> None:
         )
 
 
+def retrain_channels(nas, info, norm, genotype: Genotype) -> int:
+    """nas.channels, or the channel count that gives the genotype nas.param_budget parameters."""
+    if nas.param_budget is None:
+        return int(nas.channels)
+    return channels_for_params(info, norm, genotype, int(nas.cells), int(nas.param_budget))
+
+
 def retrain(ctx, genotype: Genotype):
     nas = ctx.cfg.nas
+    channels = retrain_channels(nas, ctx.data.info, ctx.norm, genotype)
     # From scratch, and from the same random stream whichever genotype (searched or random):
     # the comparison is then about the architecture, not about the initial draw.
     torch.manual_seed(int(ctx.cfg.seed))
-    model = DerivedNetwork(ctx.data.info, ctx.norm, genotype, int(nas.cells), int(nas.channels))
+    model = DerivedNetwork(ctx.data.info, ctx.norm, genotype, int(nas.cells), channels)
     task = ClassificationTask(model.to(ctx.device))
     result = ctx.fit(task, phase="retrain", max_epochs=int(nas.retrain_epochs))
     return task, model, result
@@ -218,15 +252,6 @@ class PairedLoader:
             self.w.iter_from(start_batch), self.alpha.iter_from(start_batch), strict=False
         ):
             yield x_w, y_w, x_a, y_a
-
-
-def split_halves(
-    x: torch.Tensor, y: torch.Tensor, seed: int
-) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed)).to(y.device)
-    half = len(y) // 2
-    w_idx, a_idx = order[:half], order[half:]
-    return (x[w_idx], y[w_idx]), (x[a_idx], y[a_idx])
 
 
 @contextmanager
@@ -288,6 +313,7 @@ class SearchTask(Task):
         self.second_order = second_order
         self.val_loader = val_loader
         self.nodes = cast(Cell, model.cells[0]).nodes
+        self.skip_counts: list[int] = []  # the genotype's skip connections, epoch by epoch
         self.edge_labels = [f"{node_name(i)} → n{n}" for n, i in edge_inputs(self.nodes)]
 
     def configure_optimizers(self, make_optimizer):
@@ -383,6 +409,7 @@ class SearchTask(Task):
 
     def on_epoch_end(self, trainer, epoch: int) -> dict[str, float]:
         logs = self.alpha_logs()
+        self.skip_counts.append(int(logs["nas/skip_count"]))
         if self.val_loader is not None:
             # The supernet's accuracy on the held-out split (not the monitor: the genotype
             # comes from the final alpha, as in DARTS, not from the best epoch).
@@ -414,7 +441,8 @@ def load_model(cfg, data, ckpt: dict, norm) -> torch.nn.Module:
             f"this nas checkpoint is from phase {ckpt.get('phase')!r}: no "
             "retrained network yet (resume the run: trainer.resume=<run dir>)"
         )
-    model = DerivedNetwork(data.info, norm, genotype, int(cfg.nas.cells), int(cfg.nas.channels))
+    channels = retrain_channels(cfg.nas, data.info, norm, genotype)
+    model = DerivedNetwork(data.info, norm, genotype, int(cfg.nas.cells), channels)
     model.load_state_dict(submodule_state(ckpt["task"]))
     return model
 

@@ -98,12 +98,12 @@ def run(ctx) -> dict[str, float]:
                 log.info("round %d/%d pruned: test acc %.4f", k, n_rounds, ph.record["acc_pruned"])
             task.lr = ctx.cfg.prune.finetune_lr
             ctx.fit(task, phase=name, max_epochs=int(ctx.cfg.prune.finetune_epochs))
-            ph.finish()
+            ph.finish(acc_finetuned=ctx.evaluate(task, "test")["test/acc"])
             if n_rounds > 1 and ctx.logger is not None:
                 ctx.logger.scalars(
                     {
                         "prune/round/acc_pruned": ph.record["acc_pruned"],
-                        "prune/round/acc_finetuned": ctx.evaluate(task, "test")["test/acc"],
+                        "prune/round/acc_finetuned": ph.record["acc_finetuned"],
                     },
                     k,
                 )
@@ -259,7 +259,9 @@ class FilterLevel(Level):
                 # Torch-Pruning keeps int(width * (1 - ratio)): aim half a channel above.
                 ratios[m] = max(0.0, 1.0 - (max(target, 1) + 0.5) / m.weight.shape[0])
         model.eval()  # tracing must not move BN statistics
-        importance = filter_criteria()[str(self.cfg.criterion)](model, self.ctx.loader(self.ctx.data.train))
+        # random: another draw each round, the same for a seed (resumes and repeats agree)
+        criteria = filter_criteria(seed=int(self.ctx.cfg.seed) + 7919 * k)
+        importance = criteria[str(self.cfg.criterion)](model, self.ctx.loader(self.ctx.data.train))
         pruner = tp.pruner.BasePruner(
             model,
             as_float(self.ctx.data.train[0][:2]),

@@ -94,6 +94,7 @@ def report(
     if len(rounds) > 1:
         for k, r in enumerate(rounds, 1):
             m[f"prune/acc_pruned_round{k}"] = r["acc_pruned"]
+            m[f"prune/acc_finetuned_round{k}"] = r["acc_finetuned"]
     _show(ctx, m, level_name, rounds, removed, before)
     return m
 

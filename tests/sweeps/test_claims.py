@@ -140,6 +140,21 @@ def test_the_figure_is_a_png_with_a_line_per_series(tmp_path):
     )
 
 
+def test_a_figure_of_several_metrics_draws_a_line_per_metric(tmp_path):
+    from pdl_experiments.figures import pyplot
+    from pdl_experiments.sweeps.claim_figure import _panel
+
+    rows = fake_sweep(tmp_path / "s", grid([0.9, 0.8, 0.95], [0.6, 0.5, 0.66]))
+    for r in rows:  # a second metric beside test/acc
+        r["metrics"]["val/acc"] = r["metrics"]["test/acc"] - 0.1
+    fig, ax = pyplot().subplots()
+    spec = {"x": "m", "y": ["test/acc", "val/acc", "no/such"], "log_y": True}
+    assert _panel(ax, spec, rows, {}) == 4  # 2 metrics x 2 settings; the absent one draws nothing
+    assert ax.get_legend_handles_labels()[1] == ["test/acc", "val/acc"]
+    assert ax.get_yscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+
+
 def test_pdl_report_writes_the_claim_with_its_verdict_figure_and_paper(tmp_path):
     from pdl_experiments.cli import report_main
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from pdl_experiments.config import ConfigError
+from pdl_experiments.data.sequences import PAD, load_reverse
 
 from helpers import compose
 
@@ -71,7 +72,7 @@ def test_input_half_accuracy_follows_the_source_position():
     tokens copied from the input's start must show in `token_acc_input_first_half` only."""
     from pdl_experiments.techniques.attention import input_half_acc
 
-    d = load_reverse(**SMALL, min_length=3)
+    d = load_reverse(length=8, vocab=6, n_train=300, n_val=50, n_test=50, min_length=3)
     x, y = d.test  # lengths 3..8, right-padded
     n = (x != PAD).sum(1, keepdim=True)
     t = torch.arange(x.shape[1])

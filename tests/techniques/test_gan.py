@@ -198,6 +198,9 @@ def test_losses_preset_pairs_both_losses_on_both_pairs_by_seed():
     assert len(params["seed"].split(",")) >= 5
     # One sample size for every job: Frechet distances compare only at equal sizes.
     assert "gan.n_samples" not in params and cfg.gan.n_samples == 1000
-    # 28x28 images (as dataset=mnist5k) compose with it; the models fit them (test above).
+    # 28x28 images (as dataset=mnist5k) compose with it; the models fit them
+    # (tests/models/test_gan.py).
+    from pdl_experiments.registry import MODELS
+
     mnist = compose(["experiment=gan_losses", "dataset=synthetic", "dataset.shape=mnist", "model=dcgan"])
-    assert mnist.dataset.shape == "mnist" and mnist.model._target_ == GAN_MODELS["dcgan"]
+    assert mnist.dataset.shape == "mnist" and mnist.model._target_ == MODELS["dcgan"].target

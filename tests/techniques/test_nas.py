@@ -21,7 +21,7 @@ from pdl_experiments.models.darts import (
 from pdl_experiments.models.norm import BatchNormSpec
 from pdl_experiments.training import load_checkpoint
 
-from helpers import run_small
+from helpers import compose, run_small
 
 # A small budget: 300 training images (2 x 150 in the search), 8 channels, 2 cells of 2
 # nodes, 2 search and 3 retrain epochs (a few seconds of CPU a run).
@@ -219,3 +219,114 @@ def test_second_order_search_runs_through_the_trainer(tmp_path):
     assert metrics["nas/alpha_entropy_end"] < metrics["nas/alpha_entropy_start"]
     last = load_checkpoint(run_dir)  # the search was recorded, the retrain checkpointed at its end
     assert last["phases_done"] == ["search"] and last["phase"] == "retrain" and last["phase_complete"]
+
+
+# -- baselines at equal compute and size ---------------------------------------------------------
+def test_channels_for_params_picks_the_nearest_size():
+    from pdl_experiments.models.darts import channels_for_params
+
+    info, norm = _info((1, 8, 8)), BatchNormSpec()
+    heavy = [[["conv_5x5", 0], ["conv_5x5", 1]], [["conv_5x5", 1], ["conv_3x3", 2]]]
+    light = [[["max_pool_3x3", 0], ["skip_connect", 1]], [["avg_pool_3x3", 1], ["conv_3x3", 2]]]
+
+    def params(g, c):
+        return count_params(DerivedNetwork(info, norm, g, 2, c))
+
+    for genotype in (heavy, light):
+        c = channels_for_params(info, norm, genotype, 2, 10_000)
+        gap = abs(params(genotype, c) - 10_000)
+        assert gap <= abs(params(genotype, c - 1) - 10_000) and gap <= abs(params(genotype, c + 1) - 10_000)
+    # The heavy cell needs fewer channels for the same parameter count.
+    assert channels_for_params(info, norm, heavy, 2, 10_000) < channels_for_params(
+        info, norm, light, 2, 10_000
+    )
+
+
+@pytest.fixture(scope="module")
+def random_searched(tmp_path_factory):
+    """Random search on the DARTS search's FLOPs, then retrained at a parameter budget."""
+    return run_small(
+        tmp_path_factory.mktemp("rs"),
+        SMALL + ["nas.baseline=random_search", "nas.candidate_epochs=1", "nas.param_budget=3000"],
+        name="rs",
+    )
+
+
+def test_random_search_spends_the_darts_search_flops_and_keeps_the_best(random_searched, searched):
+    metrics, run_dir = random_searched
+    darts, _ = searched
+    # The budget is what the DARTS search of the same config counted.
+    assert metrics["nas/budget_flops"] == pytest.approx(darts["nas/search_flops"], rel=1e-9)
+    assert 1 < metrics["nas/candidates"]
+    assert metrics["nas/search_flops"] <= metrics["nas/budget_flops"]
+    ckpt = load_checkpoint(run_dir, "best.pt")
+    phases = ckpt["extra"]["phases"]
+    tried = [phases[f"candidate{j}"] for j in range(1, int(metrics["nas/candidates"]) + 1)]
+    # One more candidate would have gone over the budget (each one costs about the same).
+    assert metrics["nas/search_flops"] + max(c["flops"] for c in tried) > metrics["nas/budget_flops"]
+    best = max(tried, key=lambda c: (c["acc"], -c["loss"]))
+    saved = json.loads((run_dir / "genotype.json").read_text())
+    assert saved["source"] == "random_search" and saved["genotype"] == best["genotype"]
+    # Retrained at the channel count nearest the parameter budget.
+    channels = int(metrics["nas/retrain_channels"])
+    assert metrics["params"] == count_params(
+        DerivedNetwork(_info((1, 8, 8)), BatchNormSpec(), best["genotype"], 2, channels)
+    )
+    near = [
+        count_params(DerivedNetwork(_info((1, 8, 8)), BatchNormSpec(), best["genotype"], 2, c))
+        for c in (channels - 1, channels + 1)
+    ]
+    assert all(abs(metrics["params"] - 3000) <= abs(p - 3000) for p in near)
+
+
+def test_a_fixed_number_of_candidates(tmp_path):
+    metrics, run_dir = run_small(
+        tmp_path,
+        SMALL + ["nas.baseline=random_search", "nas.candidates=2", "nas.candidate_epochs=1", "seed=5"],
+    )
+    assert metrics["nas/candidates"] == 2
+    last = load_checkpoint(run_dir)
+    assert last["phases_done"] == ["candidate1", "candidate2", "search"]
+    gen = torch.Generator().manual_seed(5)
+    drawn = [random_genotype(DEFAULT_OPS, 2, gen) for _ in range(2)]
+    assert [last["extra"]["phases"][f"candidate{j}"]["genotype"] for j in (1, 2)] == drawn
+
+
+def test_skip_connections_are_counted_every_search_epoch(searched):
+    metrics, run_dir = searched
+    per_epoch = [metrics[f"nas/skip_count/epoch{e}"] for e in range(3)]  # start + 2 search epochs
+    assert "nas/skip_count/epoch3" not in metrics
+    # The genotype is derived from the final alpha: its count is the last epoch's.
+    assert per_epoch[-1] == metrics["nas/skip_count"]
+    assert metrics["nas/skip_count_max"] == max(per_epoch)
+    # TensorBoard: at the start, after each search epoch, then once more as the run's final value.
+    logged = [e.value for e in _scalar_tags(run_dir).Scalars("nas/skip_count")]
+    assert logged == [*per_epoch, metrics["nas/skip_count"]]
+    assert 0 <= metrics["nas/skip_share_end"] <= 1
+
+
+def test_random_search_stopped_inside_a_candidate_resumes_to_the_same_result(tmp_path, monkeypatch):
+    from helpers import interrupt_and_resume, without_timings
+
+    overrides = SMALL + ["nas.baseline=random_search", "nas.candidates=2", "nas.candidate_epochs=2"]
+
+    def in_candidate2_epoch2(trainer) -> bool:
+        return trainer.state.phases_done == ["candidate1"] and trainer.epoch == 2
+
+    clean, last, resumed = interrupt_and_resume(tmp_path, monkeypatch, overrides, in_candidate2_epoch2)
+    assert last["phase"] == "candidate2" and not last["phase_complete"]
+    assert without_timings(resumed) == pytest.approx(without_timings(clean), rel=1e-6, abs=1e-9)
+
+
+def test_the_preset_compares_darts_with_random_search_at_one_size():
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    with initialize_config_module(config_module="pdl_experiments.configs", version_base="1.3"):
+        raw = hydra_compose(
+            config_name="config", overrides=["experiment=nas_vs_random"], return_hydra_config=True
+        )
+    assert str(raw.hydra.sweeper.params["nas.baseline"]).split(",") == ["none", "random_search"]
+    cfg = compose(["experiment=nas_vs_random"])
+    # Random search on the search's own FLOPs (no fixed count), both retrained at one size.
+    assert cfg.technique == "nas" and cfg.nas.candidates is None and cfg.nas.param_budget > 0

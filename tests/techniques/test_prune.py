@@ -217,6 +217,9 @@ def test_iterations_and_from_run(tmp_path):
     # Two rounds of 50% of what is left: 75% in all.
     assert metrics["prune/sparsity"] == pytest.approx(0.75, abs=0.01)
     assert "prune/acc_pruned_round1" in metrics and "prune/acc_pruned_round2" in metrics
+    # Each round's accuracy after its fine-tuning; the last one is the run's.
+    assert 0 < metrics["prune/acc_finetuned_round1"] <= 1
+    assert metrics["prune/acc_finetuned_round2"] == metrics["test/acc"]
 
 
 @pytest.mark.parametrize(
@@ -248,11 +251,25 @@ def test_from_run_must_match_the_model(tmp_path, clean):
         run_small(tmp_path, ["technique=prune", "model=vgg", f"prune.from_run={run_dir}"])
 
 
-def test_sweep_preset_composes():
+def test_sweep_preset_composes_with_each_of_its_settings():
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
     from helpers import compose
 
-    cfg = compose(["experiment=prune_sweep"])
-    assert cfg.technique == "prune"
+    with initialize_config_module(config_module="pdl_experiments.configs", version_base="1.3"):
+        raw = hydra_compose(
+            config_name="config", overrides=["experiment=prune_sweep"], return_hydra_config=True
+        )
+    settings = str(raw.hydra.sweeper.params["+prune_setting"]).split(",")
+    assert len(settings) == 7
+    for setting in settings:
+        cfg = compose(["experiment=prune_sweep", f"+prune_setting={setting}"])
+        assert cfg.technique == "prune" and not cfg.bn.enabled
+        assert (
+            cfg.model._target_.rsplit(".", 1)[-1]
+            == {"cnn": "SmallCNN", "mlp": "MLP", "resnet": "ResNet"}[setting.split("_")[0]]
+        )
 
 
 def test_layer_level_by_discriminability_with_a_fine_tuned_random_baseline(tmp_path):
@@ -278,3 +295,48 @@ def test_a_criterion_of_another_level_is_refused_at_the_layer_level(tmp_path):
 
     with pytest.raises(ConfigError, match="prune.criterion=similarity does not apply to prune.level=layer"):
         run_small(tmp_path, ["technique=prune", *FAST, *LEVELS["layer"], "prune.criterion=similarity"])
+
+
+def test_the_levels_of_the_preset_prune_the_same_share_of_the_resnet():
+    """resnet_weight zeroes the share of the ResNet's weights that resnet_layer removes."""
+    from pdl_experiments.data import DataInfo
+    from pdl_experiments.models import BatchNormSpec, build_model
+    from pdl_experiments.models.common import removable_blocks, weight_layers
+
+    from helpers import compose
+
+    layer = compose(["experiment=prune_sweep", "+prune_setting=resnet_layer"])
+    weight = compose(["experiment=prune_sweep", "+prune_setting=resnet_weight"])
+    info = DataInfo("digits", in_shape=(1, 8, 8), num_classes=10, mean=(0.3,), std=(0.4,))
+    model = build_model(layer.model, info, BatchNormSpec(enabled=False))
+    total = sum(m.weight.numel() for _, m in weight_layers(model))
+    assert len(removable_blocks(model)) == layer.prune.blocks  # every removable block goes
+    for i in removable_blocks(model):
+        model.blocks[i] = nn.Identity()
+    removed = 1 - sum(m.weight.numel() for _, m in weight_layers(model)) / total
+    assert weight.prune.ratio == pytest.approx(removed, abs=5e-4)
+
+
+def test_random_filter_criterion_is_seeded_and_apart_from_the_global_generator():
+    import torch_pruning as tp
+
+    from pdl_experiments.techniques.importance import filter_criteria
+
+    def kept(seed: int) -> list[int]:
+        torch.manual_seed(0)
+        conv, head = torch.nn.Conv2d(1, 8, 1), torch.nn.Conv2d(8, 2, 1)
+        model = torch.nn.Sequential(conv, head)
+        original = conv.weight.detach().clone()
+        importance = filter_criteria(seed=seed)["random"](model, [])
+        x = torch.rand(1, 1, 2, 2)
+        state = torch.random.get_rng_state()
+        pruner = tp.pruner.BasePruner(
+            model, x, importance=importance, pruning_ratio_dict={conv: 0.5}, ignored_layers=[head]
+        )
+        pruner.step()
+        assert torch.equal(torch.random.get_rng_state(), state)  # the run's own stream is untouched
+        return [int((original == w).all(dim=(1, 2, 3)).nonzero()) for w in conv.weight.detach()]
+
+    first = kept(1)
+    assert len(first) == 4 and kept(1) == first  # the same filters for a seed
+    assert any(kept(s) != first for s in (2, 3, 4))
