@@ -52,6 +52,21 @@ def judged(sweep: Path, figure: Path | None) -> tuple[dict | None, claims.Verdic
     return claim, verdict, draw(claim, rows, figure) if figure else None, rows
 
 
+def on_mnist5k(rows: list[dict]) -> bool:
+    """Whether the sweep's jobs ran on dataset=mnist5k (augmentation_study does by default)."""
+    if not rows:
+        return False
+    import yaml
+
+    config = Path(rows[0]["run"]) / ".hydra" / "config.yaml"
+    target = (
+        (yaml.safe_load(config.read_text()) or {}).get("dataset", {}).get("_target_", "")
+        if config.is_file()
+        else ""
+    )
+    return "mnist5k" in str(target)
+
+
 def short(verdict: claims.Verdict) -> str:
     if verdict.status == "not run":
         return "not run"
@@ -99,13 +114,17 @@ def sections(root: Path, mnist: Path | None, figures: Path, rel_to: Path, readme
             else (None, claims.Verdict("not run", []), None, [])
         )
         says = str((claim or m_claim or {}).get("says", "")).strip()
-        overview.append(f"| `{name}` | {says} | {short(verdict)} | {short(m_verdict)} |")
+        if on_mnist5k(rows) and m_claim is None:  # the preset itself runs on mnist5k
+            overview.append(f"| `{name}` | {says} | (runs on mnist5k) | {short(verdict)} |")
+        else:
+            overview.append(f"| `{name}` | {says} | {short(verdict)} | {short(m_verdict)} |")
         body += [f"{level} {name}", "", f"`pdl-run -m experiment={name}`", ""]
         if claim is None:
             body += ["(not run)", ""]
             continue
         link = os.path.relpath(png, rel_to) if png else None
-        body += claims.markdown(claim, verdict, link, where=f"digits, {verdict.seeds} seeds")
+        data = "mnist5k" if on_mnist5k(rows) else "digits"
+        body += claims.markdown(claim, verdict, link, where=f"{data}, {verdict.seeds} seeds")
         if m_claim is not None:
             body += [
                 f"**On mnist5k** (`pdl-run -m experiment={name} dataset=mnist5k`): {m_verdict.headline()}",
