@@ -67,6 +67,18 @@ def on_mnist5k(rows: list[dict]) -> bool:
     return "mnist5k" in str(target)
 
 
+def fixed_overrides(rows: list[dict]) -> list[str]:
+    """The overrides every job of a sweep shares (dataset=mnist5k, its shrinking, a seed list
+    given on the command line shows as the seed axis instead), in the order of the first job."""
+    skip = ("experiment", "trainer.progress", "trainer.num_threads", "seed")
+    first = rows[0]["overrides"] if rows else {}
+    return [
+        f"{k}={v}"
+        for k, v in first.items()
+        if not k.startswith(("hydra", *skip)) and all(r["overrides"].get(k) == v for r in rows)
+    ]
+
+
 def short(verdict: claims.Verdict) -> str:
     if verdict.status == "not run":
         return "not run"
@@ -108,7 +120,7 @@ def sections(root: Path, mnist: Path | None, figures: Path, rel_to: Path, readme
     level = "###" if readme else "##"
     for name in PRESETS:
         claim, verdict, png, rows = judged(root / name, figures / f"{name}.png")
-        m_claim, m_verdict, m_png, _ = (
+        m_claim, m_verdict, m_png, m_rows = (
             judged(mnist / name, None if readme else figures / f"{name}_mnist5k.png")
             if mnist
             else (None, claims.Verdict("not run", []), None, [])
@@ -127,7 +139,8 @@ def sections(root: Path, mnist: Path | None, figures: Path, rel_to: Path, readme
         body += claims.markdown(claim, verdict, link, where=f"{data}, {verdict.seeds} seeds")
         if m_claim is not None:
             body += [
-                f"**On mnist5k** (`pdl-run -m experiment={name} dataset=mnist5k`): {m_verdict.headline()}",
+                f"**On mnist5k** (`pdl-run -m experiment={name} {' '.join(fixed_overrides(m_rows))}`): "
+                f"{m_verdict.headline()}",
                 "",
             ]
             body += [f"- {r.line()}" for r in m_verdict.results] + [""]
