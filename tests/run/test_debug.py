@@ -43,6 +43,9 @@ def test_fdr_runs_one_batch_of_every_phase_and_writes_only_its_run_dir(
 
     cache = tmp_path / "cache"  # where ~/.cache would be: the GAN judge's default home
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    # matplotlib's own font cache (built on its first figure in a process) would follow
+    # XDG_CACHE_HOME too: it is the user's environment, not something the run writes.
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path.parent / f"{tmp_path.name}-mplconfig"))
     monkeypatch.chdir(tmp_path)  # a relative outputs/ would land here
     run_dir = tmp_path / "outputs" / "run"
     stamp = time.time() - 1e-3
