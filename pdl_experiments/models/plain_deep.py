@@ -38,12 +38,16 @@ class PlainDeep(nn.Module):
         width: int = 16,
         init: str = "normal",
         init_std: float = 0.01,
+        stem_stride: int = 1,
     ):
         super().__init__()
-        if depth < 1 or width < 1:
+        if depth < 1 or width < 1 or stem_stride < 1:
             from ..config import ConfigError
 
-            raise ConfigError(f"model.depth={depth} model.width={width}: expected integers >= 1")
+            raise ConfigError(
+                f"model.depth={depth} model.width={width} model.stem_stride={stem_stride}: "
+                "expected integers >= 1"
+            )
         if init not in INITS or init_std <= 0:
             from ..config import ConfigError
 
@@ -54,8 +58,10 @@ class PlainDeep(nn.Module):
         self.normalize = Normalize(info.mean, info.std)
         layers: list[nn.Module] = []
         c = info.in_shape[0]
-        for _ in range(depth):
-            conv = nn.Conv2d(c, width, 3, padding=1, bias=norm.bias)
+        for i in range(depth):
+            # A stride-2 first conv halves the map once (28x28 MNIST -> 14x14): 4x less
+            # compute per layer, the same depth and no skip connection, so the same idea.
+            conv = nn.Conv2d(c, width, 3, stride=stem_stride if i == 0 else 1, padding=1, bias=norm.bias)
             layers += [conv, norm(width, 2), nn.ReLU(inplace=True)]
             c = width
         self.features = nn.Sequential(*layers)
@@ -69,5 +75,5 @@ class PlainDeep(nn.Module):
         # Biases (present only without BN) keep PyTorch's default, as does the classifier.
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(self.normalize(x))  # (B, width, H, W): no pooling on the way
+        x = self.features(self.normalize(x))  # (B, width, H/s, W/s): no pooling on the way
         return self.fc(torch.flatten(self.pool(x), 1))  # (B, num_classes)
