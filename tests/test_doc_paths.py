@@ -292,3 +292,19 @@ def test_ci_runs_the_readmes_test_command_verbatim():
     command = re.search(r"```bash\n(.+?)\n```", dev, re.S).group(1).strip()
     assert "mkdocs build --strict" in command and "pytest" in command
     assert command in (REPO / ".ci" / "run").read_text().splitlines()
+
+
+def test_the_configuration_page_lists_every_option_of_every_group():
+    """docs/configuration.md's table has a row per config group of the project (and the two
+    Hydra groups a user picks: launcher, sweeper) naming every option Hydra finds for it."""
+    groups = _group_options()
+    text = (REPO / "docs" / "configuration.md").read_text()
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `([\w/]+)` \|.*$", text, re.M)}
+    wanted = [g for g in groups if not g.startswith("hydra")] + ["hydra/launcher", "hydra/sweeper"]
+
+    def listed(option: str, row: str) -> bool:
+        return re.search(r"(?<![\w-])" + re.escape(option) + r"(?![\w-])", row) is not None
+
+    missing = {g: sorted(o for o in groups[g] if not listed(o, rows.get(g, ""))) for g in wanted}
+    missing = {g: opts for g, opts in missing.items() if opts}
+    assert not missing, f"options docs/configuration.md does not list, by group: {missing}"
