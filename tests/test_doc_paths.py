@@ -38,14 +38,9 @@ from helpers import REPO
 
 ROOTS = ("pdl_experiments", "configs", "docs", "scripts", "tests", "hydra_plugins", ".ci")
 LAYERS = ("cli", "sweeps", "run", "techniques", "loading", "training", "parallel", "models", "data", "config")
-# File names that other projects' code is known by (the pages cite them as models).
+# Other projects' files that the code and the pages cite (no file of ours by that name).
 EXTERNAL_FILES = {
-    "architect.py",  # pt.darts / DARTS
-    "model.py",  # nanoGPT
-    "trainer.py",  # minGPT (also ours: training/trainer.py)
-    "main.py",  # Torch-Pruning's reproduce/main.py
-    "setup.py",
-    "conftest.py",  # pytest's name; tests/conftest.py is ours
+    "architect.py",  # DARTS' second-order step, which techniques/nas.py follows
     "test_optuna_sweeper_plugin.py",  # Hydra's own Optuna sweeper tests, which ours port
 }
 
@@ -60,8 +55,8 @@ _SECTION = re.compile(r"""(README|docs/\w+\.md)(?:\.md)?[ ,]*(?:section |'s )?["
 _LINK = re.compile(r"(?<!!)\[[^\]\n]*\]\(([^)\s]+)\)|!\[[^\]\n]*\]\(([^)\s]+)\)")
 
 
-def _tracked(pattern: str) -> list[Path]:
-    return sorted(p for p in REPO.glob(pattern) if ".venv" not in p.parts and "site" not in p.parts)
+def _files(pattern: str) -> list[Path]:
+    return sorted(p for p in REPO.glob(pattern) if ".venv" not in p.relative_to(REPO).parts)
 
 
 def _python_text(path: Path) -> list[tuple[int, str]]:
@@ -92,14 +87,14 @@ def _whole_text(path: Path) -> list[tuple[int, str]]:
 
 def sources() -> dict[Path, list[tuple[int, str]]]:
     out: dict[Path, list[tuple[int, str]]] = {}
-    for p in [REPO / "README.md", *_tracked("docs/*.md")]:
+    for p in [REPO / "README.md", *_files("docs/*.md")]:
         out[p] = _whole_text(p)
     for pattern in ("pdl_experiments/**/*.py", "hydra_plugins/**/*.py", "scripts/*.py", "tests/**/*.py"):
-        for p in _tracked(pattern):
+        for p in _files(pattern):
             out[p] = _python_text(p)
-    for p in _tracked("configs/**/*.yaml"):
+    for p in _files("configs/**/*.yaml"):
         out[p] = _whole_text(p)
-    for p in [*_tracked("scripts/*.sh"), REPO / ".ci" / "run", REPO / "pyproject.toml", REPO / "mkdocs.yml"]:
+    for p in [*_files("scripts/*.sh"), REPO / ".ci" / "run", REPO / "pyproject.toml", REPO / "mkdocs.yml"]:
         out[p] = _comment_text(p)
     return out
 
