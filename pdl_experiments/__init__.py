@@ -1,6 +1,6 @@
 """pdl-experiments: the practical ideas of deep learning as config-driven experiments.
 
-`pdl-run` (cli.py) is the command line; `load_run(run_dir)` picks up any finished run in
+`pdl-run` (cli/) is the command line; `load_run(run_dir)` picks up any finished run in
 a notebook: model (best weights, eval mode), config, data splits and metrics.
 """
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A PostgreSQL server on 127.0.0.1 for Optuna studies that several workers share
-# (README "Hyperparameter search"; tests/e2e/test_postgres_optuna.py). Debian's postgresql.
+# (docs/scaling.md "Optuna on PostgreSQL"; tests/e2e/test_postgres_optuna.py). Debian's postgresql.
 #
 #   bash scripts/postgres_local.sh start    # install what is missing, start the server, create user and db
 #   bash scripts/postgres_local.sh url      # the SQLAlchemy URL: hydra.sweeper.storage=$(... url)

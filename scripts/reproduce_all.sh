@@ -2,7 +2,7 @@
 # Run every preset sweep on the bundled digits and write outputs/REPORT.md: each claim with
 # its figure, its verdict from paired seeds, and the published number beside ours.
 # Jobs run two at a time (joblib launcher, one thread each). With SLOW_TESTS=1 the slow
-# tests (`pytest -m slow`, ~10 CPU-minutes) follow. See README "Measured: the course's claims".
+# tests (`pytest -m slow`, ~10 CPU-minutes) follow. See docs/results.md.
 #   bash scripts/reproduce_all.sh [--mnist5k | --mnist5k-only] [preset ...]
 #     --mnist5k   also run bn_ablation, prune_sweep and adv_eps on real MNIST digits
 #                 (dataset=mnist5k, the `mnist` extra), shrunk to fit ~40 minutes

@@ -8,7 +8,7 @@
 
 A job's return value is its outcome: a number is the objective; a dict (what pdl-run's task
 returns) holds it under `metric`, or says `status`: "pruned" (PRUNED; its pruner stopped it,
-see pdl_experiments/hpo.py), "failed" (FAIL), "interrupted" / "skipped" (FAIL, and the
+see pdl_experiments/sweeps/hpo.py), "failed" (FAIL), "interrupted" / "skipped" (FAIL, and the
 search stops: the sweep was told to stop). A job that raised is FAIL; so is a non-finite
 objective (a diverging run). Finished trials count towards n_trials (COMPLETE, PRUNED and
 FAIL); trials that ended without a verdict (interrupted, skipped, left RUNNING) do not.
@@ -215,7 +215,7 @@ class OptunaSweeperImpl:
             trial._suggest(key, d)
         lines = [override_line(k, v) for k, v in trial.params.items()]
         lines += [fixed_line(k, v) for k, v in fixed.items()]
-        # The trial, for the job's epoch hook (pdl_experiments/hpo.py); Hydra sets these
+        # The trial, for the job's epoch hook (pdl_experiments/sweeps/hpo.py); Hydra sets these
         # while the job runs, in whatever process the launcher runs it.
         env = {hpo.ENV_STORAGE: storage, hpo.ENV_STUDY: study_name, hpo.ENV_TRIAL: str(trial.number)}
         lines += [override_line(f"++hydra.job.env_set.{k}", v) for k, v in env.items()]

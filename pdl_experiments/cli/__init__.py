@@ -112,7 +112,7 @@ def eval_main(argv: list[str] | None = None) -> None:
         default=[],
         metavar="PREFIX",
         help="also allow the run's config to name classes under this module prefix "
-        "(your own code, e.g. mypkg.models); repeatable; see README 'Sharing runs safely'",
+        "(your own code, e.g. mypkg.models); repeatable; see docs/outputs.md 'Sharing runs safely'",
     )
     args = p.parse_args(argv)
     try:

@@ -296,7 +296,7 @@ class NasConfig:
     arch_lr: float = 3e-2
     second_order: bool = False  # unrolled (second-order) alpha gradient
     # Its virtual step's size; null: the weight optimizer's current lr (DARTS' xi = eta_w).
-    # Weights on Adam at 1e-3 make the second-order term small: DARTS' 0.025 is its SGD lr.
+    # Weights on Adam at 2e-3 (optimizer=adam) make the second-order term small: DARTS' 0.025 is its SGD lr.
     xi: float | None = None
     baseline: NasBaseline = NasBaseline.none  # random: skip the search, random genotype
     # baseline=random_search: random genotypes each trained this many epochs on the search's

@@ -4,7 +4,7 @@ configs/debug/, set them): the overfit check (`trainer.overfit_batches`) and the
 `limit_batches`, `first_batches`) the run context applies; these tools only watch the
 training steps, through the trainer's `step_hooks`, and name no technique.
 
-The run context owns one `DebugTools` (`ctx.debug`); run.py asks it for its metrics at the
+The run context owns one `DebugTools` (`ctx.debug`); run/flow.py asks it for its metrics at the
 end of the run and closes it whatever happens.
 """
 

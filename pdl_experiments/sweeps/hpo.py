@@ -2,7 +2,7 @@
 
 The project's Optuna sweeper (`hydra/sweeper=optuna`, hydra_plugins/pdl_optuna_sweeper)
 starts each trial as a sweep job with the trial in three environment variables (Hydra's
-`hydra.job.env_set`, so every launcher passes them on). run.py asks `epoch_hook()` for a hook
+`hydra.job.env_set`, so every launcher passes them on). run/flow.py asks `epoch_hook()` for a hook
 and installs it on the run's trainer; without the variables there is none and nothing here
 imports Optuna. The study says what to report and how to prune (its user attributes, written
 by the sweeper): after each epoch the hook reports the metric (step = epochs so far, across

@@ -64,7 +64,7 @@ def collect(runs: list[Path]) -> list[dict[str, Any]]:
             # Not a failure: last.pt holds it; trainer.resume=auto continues it.
             state = f"interrupted ({status.get('phase')} epoch {status.get('epoch')})"
         elif status.get("status") == "pruned":
-            # Not a failure: an Optuna trial its pruner stopped early (pdl_experiments/hpo.py).
+            # Not a failure: an Optuna trial its pruner stopped early (pdl_experiments/sweeps/hpo.py).
             state = f"pruned ({status.get('phase')} epoch {status.get('epoch')})"
         elif metrics:
             state = "ok"

@@ -1,7 +1,7 @@
 """A run's logs: TensorBoard (the default), a CSV file, MLflow, or several at once.
 
 `RunLogger` is what the trainer and the techniques call. It fans out to the backends the
-`logger` config group switched on (`LoggerConfig` in config.py): scalars go to every one of
+`logger` config group switched on (`LoggerConfig` in config/schema.py): scalars go to every one of
 them; text, images, figures and histograms to TensorBoard only. MLflow is imported only when
 it is selected.
 """

@@ -49,7 +49,7 @@ class RunState:
     """What outlives one fit: the technique's own records, the phases done, a stop request.
 
     `extra` is saved in every checkpoint (plain values and tensors only): the run context
-    keeps each phase's record there (pdl_experiments/context.py).
+    keeps each phase's record there (pdl_experiments/run/context.py).
     """
 
     config_yaml: str = ""
@@ -57,7 +57,7 @@ class RunState:
     extra: dict = field(default_factory=dict)
     phases_done: list = field(default_factory=list)
     stop_signal: int | None = None
-    stop_file: Path | None = None  # a sweep's stop request (pdl_experiments/sweep.py)
+    stop_file: Path | None = None  # a sweep's stop request (pdl_experiments/sweeps/stop.py)
     _next_poll: float = 0.0
 
     def should_stop(self) -> bool:

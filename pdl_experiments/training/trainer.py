@@ -1,6 +1,6 @@
 """One training loop for every technique.
 
-A technique hands the trainer a `Task` (techniques/base.py): an nn.Module that owns its
+A technique hands the trainer a `Task` (training/task.py): an nn.Module that owns its
 networks, builds its optimizer(s), and whose `training_step` returns a dict with `loss`
 (everything else in it is logged). The trainer owns everything around the step: device,
 mixed precision, epochs, evaluation, best-model tracking, LR schedules, gradient clipping,

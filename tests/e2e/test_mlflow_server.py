@@ -1,4 +1,4 @@
-"""MLflow with a tracking server, as README advises for parallel launchers: `mlflow server` on
+"""MLflow with a tracking server, as docs/outputs.md advises for parallel launchers: `mlflow server` on
 127.0.0.1 (SQLite behind it, artifacts in a temporary directory), a two-job joblib sweep
 logging to it at once, both runs read back through MLflow's own client."""
 

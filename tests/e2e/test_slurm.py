@@ -151,7 +151,7 @@ def test_a_job_at_its_time_limit_saves_then_is_requeued_and_resumes(
         job_id = first_job_training(sweep, run)
         # What SLURM does `signal_delay_s` before the time limit (`#SBATCH --signal=USR2@...`):
         # SIGUSR2 to the job's tasks. Sent now rather than waited for: SLURM checks limits
-        # every 30 s or so (the real time limit: README, by hand).
+        # every 30 s or so (the real time limit: docs/scaling.md "Time limits and requeues", by hand).
         subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
         assert run.wait(timeout=400) == 0, run.output()[-3000:]
 
