@@ -127,6 +127,15 @@ def settings_table(claim: dict, rows: list[dict]) -> list[str]:
     return out
 
 
+def preset_claim(preset: str) -> dict:
+    """The claim configs/experiment/<preset>.yaml states ({} when there is none)."""
+    import yaml
+
+    path = REPO / "configs" / "experiment" / f"{preset}.yaml"
+    loaded = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return dict((loaded or {}).get("claim") or {})
+
+
 def overview(pairs: list[tuple[str, str, list[Sweep]]], link: str) -> list[str]:
     """One row per preset: technique, preset, the claim in a few words, the verdict on the
     bundled data and on real digits, each linking to `link#<sweep>`."""
@@ -136,14 +145,16 @@ def overview(pairs: list[tuple[str, str, list[Sweep]]], link: str) -> list[str]:
     ]
     for technique, preset, sweeps in pairs:
         ran = [s for s in sweeps if s.ran]
-        claim = next((s.claim for s in ran if s.claim), {}) or {}
+        claim = next((s.claim for s in ran if s.claim and s.claim.get("short")), None) or preset_claim(preset)
         says = str(claim.get("short") or claim.get("says") or "").strip()
-        cell = lambda s: f"[{short(s)}]({link}#{s.name})"  # noqa: E731
+        cell = lambda s: f"[{short(s)}]({link}#{s.name})"
         bundled = [s for s in ran if not s.real]
         real = [s for s in ran if s.real]
         first = ", ".join(
             cell(s) + ("" if s.verdict.dataset == "digits" else f" (on {s.verdict.dataset})") for s in bundled
         )
+        if not first and any(s.name == preset for s in real):  # the preset itself runs on real digits
+            first = f"— (runs on {REAL})"
         image = any(s.verdict.dataset in ("digits", REAL) for s in ran) or not ran
         second = ", ".join(cell(s) for s in real) or ("not run" if image else "— (no image data)")
         out.append(f"| {technique} | `{preset}` | {says} | {first or 'not run'} | {second} |")
@@ -183,7 +194,9 @@ def timings_line(root: Path) -> list[str]:
         if path.is_file():
             pairs = [ln.split("=", 1) for ln in path.read_text().split()]
             total = sum(int(v) for _, v in pairs)
-            lines.append(f"Wall time per preset (s): {', '.join(f'{k} {v}' for k, v in pairs)}; total {total} s.")
+            lines.append(
+                f"Wall time per preset (s): {', '.join(f'{k} {v}' for k, v in pairs)}; total {total} s."
+            )
     return [*lines, ""] if lines else []
 
 
@@ -221,7 +234,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("root", nargs="?", default="outputs/reproduce")
     ap.add_argument("out", nargs="?", default="outputs/REPORT.md")
-    ap.add_argument("--docs", default=str(REPO / "docs" / "results.md"), help="the docs site's results page ('' for none)")
+    ap.add_argument(
+        "--docs", default=str(REPO / "docs" / "results.md"), help="the docs site's results page ('' for none)"
+    )
     ap.add_argument("--readme", default=None, help="rewrite the claims table of this README")
     args = ap.parse_args(argv)
     root, out = Path(args.root), Path(args.out)

@@ -58,7 +58,9 @@ class Bound:
     def of(cls, spec: dict) -> Bound:
         given = [k for k in ("margin", "below", "within") if spec.get(k) is not None]
         if len(given) > 1:
-            raise ValueError(f"comparison {spec.get('label')!r}: give one of margin, below, within (got {given})")
+            raise ValueError(
+                f"comparison {spec.get('label')!r}: give one of margin, below, within (got {given})"
+            )
         if "below" in given:
             return cls("below", float(spec["below"]))
         if "within" in given:
@@ -96,7 +98,9 @@ class Result:
         if self.n == 0 or math.isnan(self.mean):
             return "—"
         sign = not self.level
-        values = [_show(x, self.fraction, sign) for x in (self.mean, self.mean - self.half, self.mean + self.half)]
+        values = [
+            _show(x, self.fraction, sign) for x in (self.mean, self.mean - self.half, self.mean + self.half)
+        ]
         return f"{values[0]} [{values[1]}, {values[2]}]{self._unit(plural=True)}"
 
     def needed(self) -> str:
@@ -118,7 +122,9 @@ class Result:
         at = f" at {self.where()}" if self.setting else ""
         if self.verdict == INCOMPLETE:
             return f"{self.label}{at}: {self.outcome()}"
-        return f"{self.label}{at}: {self.measured()} over {self.n} seeds, needed {self.needed()}: {self.verdict}"
+        return (
+            f"{self.label}{at}: {self.measured()} over {self.n} seeds, needed {self.needed()}: {self.verdict}"
+        )
 
     def _unit(self, plural: bool) -> str:
         if not self.fraction:
