@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,11 +75,15 @@ def load(root: Path, name: str, figures: Path) -> Sweep:
     sweep = Sweep(name)
     if not (root / name / "multirun.yaml").is_file():
         return sweep
-    sweep.rows = collect(find_runs([root / name]))
-    sweep.claim = claims.claim_of(sweep.rows) if sweep.rows else None
-    if sweep.claim is not None:
-        sweep.verdict = claims.judge(sweep.claim, sweep.rows)
-        sweep.figure = draw(sweep.claim, sweep.rows, figures / f"{name}.png")
+    try:
+        sweep.rows = collect(find_runs([root / name]))
+        sweep.claim = claims.claim_of(sweep.rows) if sweep.rows else None
+        if sweep.claim is not None:
+            sweep.verdict = claims.judge(sweep.claim, sweep.rows)
+            sweep.figure = draw(sweep.claim, sweep.rows, figures / f"{name}.png")
+    except Exception as e:  # one unreadable sweep must not cost the others' report
+        print(f"{root / name}: not reported ({type(e).__name__}: {e})", file=sys.stderr)
+        return Sweep(name)
     return sweep
 
 

@@ -3,8 +3,9 @@
 When a sweep varies `seed` (`pdl-run -m seed=0,1,2 ...`, or runs gathered by `pdl-report`),
 each setting of the other axes becomes one row of `summary_seeds.csv`: `n` (the finished
 seeds) and, per metric, `<metric> mean`, `<metric> std` (sample standard deviation) and
-`<metric> ci95` (half-width of the 95 % Student-t interval of the mean: sweeps/stats.py). The same table goes into summary.md and, headline columns only, to the
-console; `<metric>_vs_<axis>_seeds.png` draws the means with their intervals.
+`<metric> ci95` (half-width of the 95 % Student-t interval of the mean: sweeps/stats.py).
+The same table goes into summary.md and, headline columns only, to the console;
+`<metric>_vs_<axis>_seeds.png` draws the means with their intervals.
 """
 
 from __future__ import annotations

@@ -40,7 +40,9 @@ def test_one_value_has_no_interval_and_equal_values_a_zero_one():
     assert one.mean == 0.7 and math.isnan(one.std) and math.isnan(one.half)
     same = stats.interval([0.5, 0.5, 0.5])
     assert (same.mean, same.std, same.half) == (0.5, 0.0, 0.0)
-    assert stats.paired([0.3, 0.1, 0.2]) == stats.interval([0.3, 0.1, 0.2])
+    d = [0.3, 0.1, 0.2]  # the paired t test's interval is the one-sample interval of the differences
+    assert stats.paired(d).half == pytest.approx(stats.interval(d).half, rel=1e-12)
+    assert stats.paired([0.1, 0.1, 0.1]).half == 0.0 and math.isnan(stats.paired([0.1]).half)
 
 
 # What 503b494's seeds.summarise, claims.judge and claim_figure._half gave on these values
