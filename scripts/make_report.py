@@ -1,75 +1,95 @@
 #!/usr/bin/env python
-"""Assemble outputs/REPORT.md from the preset sweeps that scripts/reproduce_all.sh ran.
+"""Write the results of the preset sweeps that scripts/reproduce_all.sh ran, as tables.
 
-Each section is one preset sweep (`pdl-run -m experiment=<name>`) and the claim it states
-(its `claim:` in configs/experiment/<name>.yaml): one figure with error bars over the seeds,
-the verdict from the paired per-seed differences and their 95 % t-intervals
-(pdl_experiments/sweeps/claims.py), the published number beside ours, and the settings'
-means. A second column judges the same claims on real MNIST digits (`dataset=mnist5k`) when
-reproduce_all.sh ran that part too.
+Each preset sweep (`pdl-run -m experiment=<name>`, into SWEEPS_ROOT/<name>) states its claim
+(`claim:` in configs/experiment/<name>.yaml). Its section: a header line ("bn_ablation —
+holds on digits, 16 of 16 comparisons, seeds 0-4"), what the claim says, its figure (mean ±
+95 % interval over the seeds per setting), one table of its paired comparisons (what must be
+true, the setting, measured, what was needed, the result: pdl_experiments/sweeps/claims.py),
+the published number beside ours, and the means per setting.
 
-    python scripts/make_report.py [SWEEPS_ROOT] [OUT]      # outputs/reproduce outputs/REPORT.md
-    python scripts/make_report.py --mnist5k outputs/reproduce_mnist5k
-    python scripts/make_report.py --readme README.md       # also the README's measured section
+A digits preset `X` pairs with `X_mnist5k` (the same claim on real MNIST digits) when that
+sweep is there; which column a sweep's verdict goes in comes from the dataset in its own
+config, so augmentation_study (run on mnist5k itself) lands in the real-digits column and
+attention_length (on reverse, no image data) says so. A sweep that is missing says "not run".
 
-The README's section sits between `<!-- measured:start -->` and `<!-- measured:end -->`; its
-figures are copied to docs/figures/ (the README is read where outputs/ is not).
+    python scripts/make_report.py [SWEEPS_ROOT] [OUT]   # outputs/reproduce outputs/REPORT.md
+    python scripts/make_report.py --readme README.md   # also the README's claims table
+
+It writes OUT (figures beside it in report/) and the docs site's results page, docs/results.md
+(figures in docs/figures/; `--docs ''` skips it). With --readme, the compact claims table
+between `<!-- claims:start -->` and `<!-- claims:end -->`: one row per preset, each verdict
+linking to its section of docs/results.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pdl_experiments.sweeps import claims
 from pdl_experiments.sweeps.claim_figure import draw
+from pdl_experiments.sweeps.seeds import summarise
 from pdl_experiments.sweeps.summary import collect, find_runs
 
-START, END = "<!-- measured:start -->", "<!-- measured:end -->"
+START, END = "<!-- claims:start -->", "<!-- claims:end -->"
+REPO = Path(__file__).resolve().parents[1]
+REAL = "mnist5k"  # the real digits' dataset: its own column
+# (technique, preset on the bundled data); `<preset>_mnist5k` is its real-digits twin
 PRESETS = [
-    "bn_ablation",
-    "augmentation_study",
-    "prune_sweep",
-    "adv_eps",
-    "gan_losses",
-    "attention_length",
-    "nas_vs_random",
+    ("bn", "bn_ablation"),
+    ("augmentation", "augmentation_study"),
+    ("prune", "prune_sweep"),
+    ("adv", "adv_eps"),
+    ("gan", "gan_losses"),
+    ("attention", "attention_length"),
+    ("nas", "nas_vs_random"),
 ]
 
 
-def rows_of(sweep: Path) -> list[dict]:
-    return collect(find_runs([sweep])) if (sweep / "multirun.yaml").is_file() else []
+@dataclass
+class Sweep:
+    """One preset sweep's jobs, claim, verdict and figure."""
+
+    name: str  # its directory under the sweeps root
+    rows: list[dict] = field(default_factory=list)
+    claim: dict | None = None
+    verdict: claims.Verdict = field(default_factory=lambda: claims.Verdict(claims.NOT_RUN, []))
+    figure: Path | None = None
+
+    @property
+    def ran(self) -> bool:
+        return self.claim is not None
+
+    @property
+    def real(self) -> bool:
+        return self.verdict.dataset == REAL
 
 
-def judged(sweep: Path, figure: Path | None) -> tuple[dict | None, claims.Verdict, Path | None, list[dict]]:
-    """The sweep's claim, its verdict, its figure (drawn to `figure`) and its jobs."""
-    rows = rows_of(sweep)
-    claim = claims.claim_of(rows) if rows else None
-    if claim is None:
-        return None, claims.Verdict("not run", []), None, rows
-    verdict = claims.judge(claim, rows)
-    return claim, verdict, draw(claim, rows, figure) if figure else None, rows
-
-
-def on_mnist5k(rows: list[dict]) -> bool:
-    """Whether the sweep's jobs ran on dataset=mnist5k (augmentation_study does by default)."""
-    if not rows:
-        return False
-    import yaml
-
-    config = Path(rows[0]["run"]) / ".hydra" / "config.yaml"
-    target = (
-        (yaml.safe_load(config.read_text()) or {}).get("dataset", {}).get("_target_", "")
-        if config.is_file()
-        else ""
-    )
-    return "mnist5k" in str(target)
+def load(root: Path, name: str, figures: Path) -> Sweep:
+    """The sweep root/name judged, its figure drawn into `figures`; 'not run' when absent."""
+    sweep = Sweep(name)
+    if not (root / name / "multirun.yaml").is_file():
+        return sweep
+    try:
+        sweep.rows = collect(find_runs([root / name]))
+        sweep.claim = claims.claim_of(sweep.rows) if sweep.rows else None
+        if sweep.claim is not None:
+            sweep.verdict = claims.judge(sweep.claim, sweep.rows)
+            sweep.figure = draw(sweep.claim, sweep.rows, figures / f"{name}.png")
+    except Exception as e:  # one unreadable sweep must not cost the others' report
+        print(f"{root / name}: not reported ({type(e).__name__}: {e})", file=sys.stderr)
+        return Sweep(name)
+    return sweep
 
 
 def fixed_overrides(rows: list[dict]) -> list[str]:
-    """The overrides every job of a sweep shares (dataset=mnist5k, its shrinking, a seed list
-    given on the command line shows as the seed axis instead), in the order of the first job."""
+    """The overrides every job of a sweep shares beyond its preset (a shrunk run's settings),
+    in the order of the first job."""
     skip = ("experiment", "trainer.progress", "trainer.num_threads", "seed")
     first = rows[0]["overrides"] if rows else {}
     return [
@@ -79,21 +99,19 @@ def fixed_overrides(rows: list[dict]) -> list[str]:
     ]
 
 
-def short(verdict: claims.Verdict) -> str:
-    if verdict.status == "not run":
-        return "not run"
-    if verdict.status == claims.HOLDS:
-        return f"holds ({verdict.seeds} seeds)"
-    if verdict.status == claims.INCOMPLETE:
+def short(sweep: Sweep) -> str:
+    """A verdict in a word or three (the overview tables)."""
+    v = sweep.verdict
+    if v.status in (claims.HOLDS, claims.NOT_RUN):
+        return v.status
+    if v.status == claims.INCOMPLETE:
         return "incomplete"
-    held = sum(r.verdict == claims.HOLDS for r in verdict.results)
-    return f"does not hold here ({held} of {len(verdict.results)} comparisons hold)"
+    held = sum(r.verdict == claims.HOLDS for r in v.results)
+    return f"does not hold ({held} of {len(v.results)} hold)"
 
 
 def settings_table(claim: dict, rows: list[dict]) -> list[str]:
     """Mean ± ci95 over seeds of the metrics the claim compares, per setting."""
-    from pdl_experiments.sweeps.seeds import summarise
-
     chance = {str(k): float(v) for k, v in (claim.get("chance") or {}).items()}
     metrics = list(dict.fromkeys(str(c.get("metric")) for c in claim.get("compare") or [] if c.get("metric")))
     axes = list(claims.varying_axes(rows))
@@ -114,95 +132,135 @@ def settings_table(claim: dict, rows: list[dict]) -> list[str]:
     return out
 
 
-def sections(root: Path, mnist: Path | None, figures: Path, rel_to: Path, readme: bool) -> list[str]:
-    overview = ["| preset | claim | digits | mnist5k |", "|---|---|---|---|"]
-    body: list[str] = []
-    level = "###" if readme else "##"
-    for name in PRESETS:
-        claim, verdict, png, rows = judged(root / name, figures / f"{name}.png")
-        m_claim, m_verdict, m_png, m_rows = (
-            judged(mnist / name, None if readme else figures / f"{name}_mnist5k.png")
-            if mnist
-            else (None, claims.Verdict("not run", []), None, [])
+def preset_claim(preset: str) -> dict:
+    """The claim configs/experiment/<preset>.yaml states ({} when there is none)."""
+    import yaml
+
+    path = REPO / "configs" / "experiment" / f"{preset}.yaml"
+    loaded = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return dict((loaded or {}).get("claim") or {})
+
+
+def overview(pairs: list[tuple[str, str, list[Sweep]]], link: str) -> list[str]:
+    """One row per preset: technique, preset, the claim in a few words, the verdict on the
+    bundled data and on real digits, each linking to `link#<sweep>`."""
+    out = [
+        "| technique | preset | claim | digits | real digits (mnist5k) |",
+        "|---|---|---|---|---|",
+    ]
+    for technique, preset, sweeps in pairs:
+        ran = [s for s in sweeps if s.ran]
+        claim = next((s.claim for s in ran if s.claim and s.claim.get("short")), None) or preset_claim(preset)
+        says = str(claim.get("short") or claim.get("says") or "").strip()
+        cell = lambda s: f"[{short(s)}]({link}#{s.name})"
+        bundled = [s for s in ran if not s.real]
+        real = [s for s in ran if s.real]
+        first = ", ".join(
+            cell(s) + ("" if s.verdict.dataset == "digits" else f" (on {s.verdict.dataset})") for s in bundled
         )
-        says = str((claim or m_claim or {}).get("says", "")).strip()
-        if on_mnist5k(rows) and m_claim is None:  # the preset itself runs on mnist5k
-            overview.append(f"| `{name}` | {says} | (runs on mnist5k) | {short(verdict)} |")
-        else:
-            overview.append(f"| `{name}` | {says} | {short(verdict)} | {short(m_verdict)} |")
-        body += [f"{level} {name}", "", f"`pdl-run -m experiment={name}`", ""]
-        if claim is None:
-            body += ["(not run)", ""]
-            continue
-        link = os.path.relpath(png, rel_to) if png else None
-        data = "mnist5k" if on_mnist5k(rows) else "digits"
-        body += claims.markdown(claim, verdict, link, where=f"{data}, {verdict.seeds} seeds")
-        if m_claim is not None:
-            body += [
-                f"**On mnist5k** (`pdl-run -m experiment={name} {' '.join(fixed_overrides(m_rows))}`): "
-                f"{m_verdict.headline()}",
-                "",
-            ]
-            body += [f"- {r.line()}" for r in m_verdict.results] + [""]
-            if m_png and not readme:
-                body += [f"![{name} on mnist5k]({os.path.relpath(m_png, rel_to)})", ""]
-        if not readme:
+        if not first and any(s.name == preset for s in real):  # the preset itself runs on real digits
+            first = f"— (runs on {REAL})"
+        image = any(s.verdict.dataset in ("digits", REAL) for s in ran) or not ran
+        second = ", ".join(cell(s) for s in real) or ("not run" if image else "— (no image data)")
+        out.append(f"| {technique} | `{preset}` | {says} | {first or 'not run'} | {second} |")
+    return out
+
+
+def sections(pairs: list[tuple[str, str, list[Sweep]]], figures: Path, page: Path) -> list[str]:
+    """Every sweep's section; figures linked relative to the page (copied there if apart)."""
+    body: list[str] = []
+    for _, preset, sweeps in pairs:
+        for s in sweeps:
+            if not s.ran and s.name != preset:  # a real-digits twin that was not run: no section
+                continue
+            if not s.ran:
+                body += [f"## {s.name}", "", f"`pdl-run -m experiment={s.name}`: not run.", ""]
+                continue
+            assert s.claim is not None
+            link = None
+            if s.figure is not None:
+                shown = figures / s.figure.name
+                if shown.resolve() != s.figure.resolve():
+                    figures.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(s.figure, shown)
+                link = os.path.relpath(shown, page.parent).replace(os.sep, "/")
+            body += claims.markdown(s.claim, s.verdict, link, name=s.name, level="##")
+            preset_name = claims.preset_of(s.rows) or s.name
+            command = " ".join(["pdl-run -m", f"experiment={preset_name}", *fixed_overrides(s.rows)])
+            body += [f"Run: `{command}`", ""]
             body += ["<details><summary>means over seeds per setting</summary>", ""]
-            body += settings_table(claim, rows) + ["", "</details>", ""]
-    return [*overview, "", *body]
+            body += [*settings_table(s.claim, s.rows), "", "</details>", ""]
+    return body
 
 
 def timings_line(root: Path) -> list[str]:
     lines = []
-    for path in (root.parent / f"{root.name}.timings", root.parent / f"{root.name}_mnist5k.timings"):
+    for path in (root.parent / f"{root.name}.timings",):
         if path.is_file():
-            pairs = [ln.split("=") for ln in path.read_text().split()]
+            pairs = [ln.split("=", 1) for ln in path.read_text().split()]
             total = sum(int(v) for _, v in pairs)
-            what = "mnist5k part" if "mnist5k" in path.name else "digits"
             lines.append(
-                f"Wall time per preset, {what} (s): {', '.join(f'{k} {v}' for k, v in pairs)}; total {total} s."
+                f"Wall time per preset (s): {', '.join(f'{k} {v}' for k, v in pairs)}; total {total} s."
             )
     return [*lines, ""] if lines else []
 
 
-HEADER = """# REPORT: the course's claims, measured
+HEADER = """# Results: the course's claims, measured
 
-Made by `scripts/reproduce_all.sh`. Each section is one preset sweep
-(`pdl-run -m experiment=<name>`) and the claim its preset states. Every setting runs the same
-seeds; a comparison is judged on the per-seed paired difference: its mean and 95 % Student-t
-interval. A claim **holds** when every one of its comparisons' intervals lies wholly beyond
-its margin (or, for an equivalence, inside its bound); **does not hold here** otherwise, with
-the numbers; **incomplete** when a job it needs failed (named). A diverged run counts as
-chance accuracy. Figures: mean ± 95 % interval over the seeds per setting.
+Made by `scripts/make_report.py` from the preset sweeps `scripts/reproduce_all.sh` ran. Each
+section is one preset sweep (`pdl-run -m experiment=<name>`) and the claim its preset states.
+Every setting runs the same seeds; a comparison is judged on the per-seed paired difference:
+its mean and 95 % Student-t interval. A claim **holds** when every comparison's interval lies
+wholly beyond what was needed (above a margin, below a bound, or within ±a bound for an
+equivalence); **does not hold** otherwise, with the numbers; **incomplete** when a job it
+needs failed (named). A diverged run counts as chance accuracy. Accuracies read in per cent
+(one setting) or percentage points (a difference); figures show the mean ± 95 % interval over
+the seeds per setting.
 """
 
 
-def main() -> None:
+def page(root: Path, pairs: list, figures: Path, out: Path) -> str:
+    """A whole results page (REPORT.md or docs/results.md), figures linked from `out`."""
+    lines = [HEADER, *timings_line(root), *overview(pairs, ""), "", *sections(pairs, figures, out)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_readme(readme: Path, pairs: list, docs_page: str) -> None:
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{readme}: no {START} ... {END} section to rewrite; add the two markers")
+    head, rest = text.split(START, 1)
+    table = "\n".join(overview(pairs, docs_page))
+    readme.write_text(f"{head}{START}\n{table}\n{END}{rest.split(END, 1)[1]}")
+    print(f"rewrote the claims table of {readme}")
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("root", nargs="?", default="outputs/reproduce")
     ap.add_argument("out", nargs="?", default="outputs/REPORT.md")
     ap.add_argument(
-        "--mnist5k", default=None, help="the sweeps of the mnist5k part (reproduce_all.sh --mnist5k)"
+        "--docs", default=str(REPO / "docs" / "results.md"), help="the docs site's results page ('' for none)"
     )
-    ap.add_argument("--readme", default=None, help="rewrite the measured section of this README")
-    args = ap.parse_args()
+    ap.add_argument("--readme", default=None, help="rewrite the claims table of this README")
+    args = ap.parse_args(argv)
     root, out = Path(args.root), Path(args.out)
-    mnist = Path(args.mnist5k) if args.mnist5k else (root.parent / f"{root.name}_mnist5k")
-    mnist = mnist if mnist.is_dir() else None
-    figures = out.parent / "report"
-    lines = [HEADER, *timings_line(root), *sections(root, mnist, figures, out.parent, readme=False)]
-    out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {out} (figures in {figures})")
+    drawn = out.parent / "report"
+    pairs = [
+        (technique, preset, [load(root, name, drawn) for name in (preset, f"{preset}_{REAL}")])
+        for technique, preset in PRESETS
+    ]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page(root, pairs, drawn, out))
+    print(f"wrote {out} (figures in {drawn})")
+    if args.docs:
+        docs = Path(args.docs)
+        docs.write_text(page(root, pairs, docs.parent / "figures", docs))
+        print(f"wrote {docs} (figures in {docs.parent / 'figures'})")
     if args.readme:
         readme = Path(args.readme)
-        text = readme.read_text()
-        if START not in text or END not in text:
-            raise SystemExit(f"{readme}: no {START} ... {END} section to rewrite")
-        shipped = readme.parent / "docs" / "figures"  # the digits figures, drawn again there
-        body = ["", *timings_line(root), *sections(root, mnist, shipped, readme.parent, readme=True)]
-        head, rest = text.split(START, 1)
-        readme.write_text(head + START + "\n".join(body) + END + rest.split(END, 1)[1])
-        print(f"rewrote the measured section of {readme}; figures in {shipped}")
+        link = os.path.relpath(args.docs or REPO / "docs" / "results.md", readme.parent).replace(os.sep, "/")
+        write_readme(readme, pairs, link)
 
 
 if __name__ == "__main__":

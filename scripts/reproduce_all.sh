@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Run every preset sweep on the bundled digits and write outputs/REPORT.md: each claim with
-# its figure, its verdict from paired seeds, and the published number beside ours.
+# Run every preset sweep on the bundled digits and write outputs/REPORT.md and docs/results.md
+# (scripts/make_report.py): each claim with its figure, its verdict from paired seeds as a
+# table, and the published number beside ours; the README's claims table too when it has the
+# <!-- claims:start --> / <!-- claims:end --> markers.
 # Jobs run two at a time (joblib launcher, one thread each). With SLOW_TESTS=1 the slow
 # tests (`pytest -m slow`, ~10 CPU-minutes) follow. See docs/results.md.
 #   bash scripts/reproduce_all.sh [--mnist5k | --mnist5k-only] [preset ...]
-#     --mnist5k   also run bn_ablation, prune_sweep and adv_eps on real MNIST digits
-#                 (dataset=mnist5k, the `mnist` extra), shrunk to fit ~40 minutes
-#                 (mnist_overrides below): REPORT.md's mnist5k column. augmentation_study
-#                 runs on mnist5k already. MNIST5K_PRESETS="..." to choose others.
-#     --mnist5k-only   that part alone (the digits part's sweeps are kept for the report)
+#     --mnist5k   also the real-digits presets (configs/experiment/*_mnist5k.yaml, the `mnist`
+#                 extra) and augmentation_study, plain presets into outputs/reproduce like
+#                 the others: the report's real-digits column. MNIST5K_PRESETS="..." to choose.
+#     --mnist5k-only   those alone (the digits sweeps already there are kept for the report)
 #   PDL_RUN=... to use another pdl-run; JOBS=n jobs at a time (default 2)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,12 +24,12 @@ for a in "$@"; do
   case "$a" in
     --mnist5k) MNIST5K=1 ;;
     --mnist5k-only) MNIST5K=1; DIGITS=0 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) presets+=("$a") ;;
   esac
 done
 [ ${#presets[@]} -gt 0 ] || presets=(bn_ablation augmentation_study prune_sweep adv_eps gan_losses attention_length nas_vs_random)
-read -r -a mnist_presets <<< "${MNIST5K_PRESETS:-bn_ablation prune_sweep adv_eps}"
+read -r -a mnist_presets <<< "${MNIST5K_PRESETS:-bn_ablation_mnist5k prune_sweep_mnist5k adv_eps_mnist5k gan_losses_mnist5k nas_vs_random_mnist5k augmentation_study}"
 status=0
 
 # sweep OUT PRESET [overrides...]: one preset sweep into OUT/PRESET, its time into OUT.timings
@@ -46,36 +47,20 @@ sweep() {
   { grep -v "^$p=" "$out.timings"; echo "$p=$took"; } > "$out.timings.tmp"; mv "$out.timings.tmp" "$out.timings"
 }
 
-# The mnist5k part's overrides: 28x28 images cost ~12x the 8x8 digits' per image, so each
-# preset trains on 1,000 of the 3,250 training images and runs fewer seeds and settings
-# (a sweep key given on the command line replaces the preset's list). Every value a claim's
-# `at` names is kept:
-#   bn_ablation  3 seeds, 10 epochs, lr 0.01-1 (0.003, where neither trains, left out)
-#   prune_sweep  5 seeds, every setting (the non-inferiority bound needs them)
-#   adv_eps      3 seeds, 6 epochs, the four recipes the claim compares, the test attacks at
-#                adv.epsilon only, 250 val and 250 test images: the PGD evaluations are
-#                most of the cost (with 750 val and 500 test images, PGD with 5 restarts
-#                took 35 s per eps and the per-epoch robust val 150 s of a 215 s job)
-mnist_overrides() {
-  case $1 in
-    bn_ablation) echo "dataset.subset=1000 trainer.max_epochs=10 seed=0,1,2 optimizer.lr=0.01,0.03,0.1,0.3,1.0" ;;
-    prune_sweep) echo "dataset.subset=1000 seed=0,1,2,3,4" ;;
-    adv_eps) echo "dataset.subset=1000 dataset.val_fraction=0.05 dataset.test_fraction=0.05 trainer.max_epochs=6 adv.eval_eps=[] seed=0,1,2 adv_training=none,course,fgsm,pgd" ;;
-  esac
-}
-
+done_presets=" "
 if [ "$DIGITS" = 1 ]; then
   for p in "${presets[@]}"; do
-    sweep outputs/reproduce "$p"
+    sweep outputs/reproduce "$p"; done_presets+="$p "
   done
 fi
 if [ "$MNIST5K" = 1 ]; then
   for p in "${mnist_presets[@]}"; do
-    read -r -a extra <<< "$(mnist_overrides "$p")"
-    sweep outputs/reproduce_mnist5k "$p" dataset=mnist5k "${extra[@]}"
+    [[ "$done_presets" == *" $p "* ]] || sweep outputs/reproduce "$p"
   done
 fi
-"$PYTHON" scripts/make_report.py outputs/reproduce outputs/REPORT.md || status=1
+readme=()
+grep -q "<!-- claims:start -->" README.md && readme=(--readme README.md)
+"$PYTHON" scripts/make_report.py outputs/reproduce outputs/REPORT.md "${readme[@]}" || status=1
 if [ "${SLOW_TESTS:-0}" = 1 ]; then
   echo "=== pytest -m slow ($(date +%T))"
   start=$(date +%s)

@@ -13,6 +13,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,6 @@ JOIN_TIMEOUT_S = 300.0  # for the workers to finish the run after rank 0 did
 
 class ProcessFailed(PdlError, RuntimeError):
     """Another rank of the run failed; the message is its error, in one line."""
-
-
-_adopted: dict[str, Any] = {}  # what a worker of pdl-run's own launch was told (see _worker)
 
 
 def assign_gpus(job_num: int, visible: int, devices: int = 1) -> list[int]:
@@ -129,13 +127,14 @@ def setup(
     """
     import torch.distributed as dist
 
+    told = distributed.session()  # a worker of pdl-run's own launch: its place (_worker)
     distributed.begin(Session())
     check(cfg, device)
     devices = int(cfg.trainer.devices)
     external = external_launch()
     cuda = device.type == "cuda"
     if dist.is_available() and dist.is_initialized():  # a worker of pdl-run's launch, or a caller's group
-        _adopt_group(dist)
+        _adopt_group(dist, told)
     elif external is not None:
         _join_external(external, cuda)
     elif devices > 1:
@@ -152,20 +151,15 @@ def setup(
     return _settle(cfg, run_dir, device)
 
 
-def _adopt_group(dist: Any) -> None:
-    """A worker of pdl-run's own launch (or a caller's process group): the group exists."""
-    r, w = dist.get_rank(), dist.get_world_size()
-    distributed.begin(
-        Session(
-            rank=r,
-            world_size=w,
-            local_rank=_adopted.get("local_rank", int(os.environ.get("LOCAL_RANK", r))),
-            local_world_size=_adopted.get("local_world", w),
-            launcher=_adopted.get("launcher", "caller"),
-            backend=str(dist.get_backend()),
-            gpus=list(_adopted.get("gpus", [])),
-        )
-    )
+def _adopt_group(dist: Any, told: Session) -> None:
+    """A worker of pdl-run's own launch (`told` its place by _worker) or a caller's process
+    group: the group exists."""
+    r, w, backend = dist.get_rank(), dist.get_world_size(), str(dist.get_backend())
+    if told.launcher == "pdl-run":
+        distributed.begin(replace(told, rank=r, world_size=w, backend=backend))
+    else:
+        local = int(os.environ.get("LOCAL_RANK", r))
+        distributed.begin(Session(r, w, local, w, launcher="caller", backend=backend))
 
 
 def _join_external(external: dict[str, Any], cuda: bool) -> None:
@@ -330,7 +324,8 @@ def _worker(index: int, payload: dict[str, Any]) -> None:
     gpus = list(payload["gpus"])
     if gpus:
         torch.cuda.set_device(gpus[rank])
-    _adopted.update(launcher="pdl-run", local_rank=rank, local_world=world, gpus=gpus)
+    # Its place, for launch.setup to adopt when the run starts (the session is reset there).
+    distributed.begin(Session(rank, world, rank, world, launcher="pdl-run", gpus=gpus))
     store = dist.TCPStore(
         "127.0.0.1", int(payload["port"]), world, is_master=False, timeout=timedelta(seconds=START_TIMEOUT_S)
     )

@@ -30,7 +30,7 @@ from ..data import DataSplits, LimitedLoader, TensorLoader, first_batches, limit
 from ..loading.safety import load_yaml_config
 from ..models import BatchNormSpec, build_model, count_params
 from ..parallel import distributed
-from ..training import FitResult, RunState, Trainer, load_checkpoint
+from ..training import FitResult, RunState, Trainer, load_checkpoint, streams
 from ..training.checkpoint import CheckpointError
 from ..training.logger import RunLogger
 from .debug import DebugTools
@@ -139,7 +139,7 @@ class RunContext:
         seed_offset: int = 0,
     ) -> TensorLoader:
         x, y = split if split is not None else self.data.train
-        gen = torch.Generator().manual_seed(int(self.cfg.seed) + 1000 + seed_offset)
+        gen = torch.Generator().manual_seed(int(self.cfg.seed) + streams.LOADER + seed_offset)
         return TensorLoader(
             x,
             y,

@@ -21,11 +21,11 @@ sized for a browser and the README.
 from __future__ import annotations
 
 import math
-import statistics
 from pathlib import Path
 from typing import Any
 
-from .claims import _matches, norm, value_of
+from .claims import matches, norm, value_of
+from .stats import interval
 
 
 def draw(claim: dict, rows: list[dict], path: Path, title: str = "") -> Path | None:
@@ -36,7 +36,7 @@ def draw(claim: dict, rows: list[dict], path: Path, title: str = "") -> Path | N
     from ..figures import pyplot
 
     chance = {str(k): float(v) for k, v in (claim.get("chance") or {}).items()}
-    rows = [r for r in rows if _matches(r, dict(spec.get("where") or {}))]
+    rows = [r for r in rows if matches(r, dict(spec.get("where") or {}))]
     panels_key = spec.get("panels")
     panels = _values(rows, panels_key) if panels_key else [None]
     plt = pyplot()
@@ -88,8 +88,9 @@ def _panel(ax: Any, spec: dict, rows: list[dict], chance: dict[str, float]) -> i
         if not points:
             continue
         xs = sorted(points)
-        means = [statistics.fmean(points[x]) for x in xs]
-        halves = [_half(points[x]) for x in xs]
+        stats = [interval(points[x]) for x in xs]
+        means = [s.mean for s in stats]
+        halves = [0.0 if math.isnan(s.half) else s.half for s in stats]  # one seed: no bar
         label = f"{value}" if value is not None else None
         if kind == "curve":
             (line,) = ax.plot(xs, means, label=label)
@@ -174,14 +175,6 @@ def _curve(row: dict, tag: str) -> list[tuple[float, float]]:
     if tag not in acc.Tags().get("scalars", []):
         return []
     return [(float(i + 1), float(e.value)) for i, e in enumerate(acc.Scalars(tag))]
-
-
-def _half(values: list[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
 
 
 def _values(rows: list[dict], key: str | None) -> list[str]:

@@ -3,18 +3,19 @@
 When a sweep varies `seed` (`pdl-run -m seed=0,1,2 ...`, or runs gathered by `pdl-report`),
 each setting of the other axes becomes one row of `summary_seeds.csv`: `n` (the finished
 seeds) and, per metric, `<metric> mean`, `<metric> std` (sample standard deviation) and
-`<metric> ci95` (half-width of the 95 % Student-t interval of the mean, t(0.975, n-1) *
-std / sqrt(n)). The same table goes into summary.md and, headline columns only, to the
-console; `<metric>_vs_<axis>_seeds.png` draws the means with their intervals.
+`<metric> ci95` (half-width of the 95 % Student-t interval of the mean: sweeps/stats.py).
+The same table goes into summary.md and, headline columns only, to the console;
+`<metric>_vs_<axis>_seeds.png` draws the means with their intervals.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import statistics
 from pathlib import Path
 from typing import Any
+
+from .stats import interval
 
 
 def seed_rows(rows: list[dict], metrics: list[str]) -> tuple[list[str], list[dict]]:
@@ -41,14 +42,8 @@ def seed_rows(rows: list[dict], metrics: list[str]) -> tuple[list[str], list[dic
 
 def summarise(values: list[float]) -> tuple[float, float, float]:
     """(mean, sample std, ci95 half-width); std and ci95 are nan for a single value."""
-    n = len(values)
-    mean = statistics.fmean(values)
-    if n < 2:
-        return mean, math.nan, math.nan
-    from scipy.stats import t
-
-    std = statistics.stdev(values)
-    return mean, std, float(t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+    i = interval(values)
+    return i.mean, i.std, i.half
 
 
 def write(

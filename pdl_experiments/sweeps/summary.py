@@ -178,8 +178,9 @@ def write_claim(rows: list[dict], out: Path, console: Any = None) -> claims.Verd
         return None
     verdict = claims.judge(claim, rows)
     png = draw(claim, rows, out / "claim.png", title=str(claim.get("title", "")))
+    name = claims.preset_of(rows) or out.name
     (out / "claim.md").write_text(
-        "\n".join(claims.markdown(claim, verdict, png.name if png else None)) + "\n"
+        "\n".join(claims.markdown(claim, verdict, png.name if png else None, name=name)) + "\n"
     )
     from rich.markup import escape
 
@@ -187,9 +188,9 @@ def write_claim(rows: list[dict], out: Path, console: Any = None) -> claims.Verd
 
     show = console or default_console()
     show.print(escape(f"claim: {claim.get('says', '')}".strip()), soft_wrap=True)
-    show.print(escape("verdict: " + verdict.headline().replace("**", "")), soft_wrap=True)
+    show.print(escape("verdict: " + verdict.headline()), soft_wrap=True)
     for r in verdict.results:
-        show.print(escape("  " + r.line().replace("**", "")), soft_wrap=True)
+        show.print(escape("  " + r.line()), soft_wrap=True)
     return verdict
 
 

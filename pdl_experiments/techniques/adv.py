@@ -36,14 +36,14 @@ from torch import nn
 from ..config import ConfigError
 from ..data import as_float
 from ..registry import MODELS, TECHNIQUES, Needs, Technique
-from ..training.task import ClassificationTask, Task, classification_metrics
+from ..training import streams
+from ..training.task import ClassificationTask, Task, accuracy, classification_metrics
 from .attacks import ATTACKS, AttackSpec, attacked_predictions, perturb, predict
 
 log = logging.getLogger("pdl_experiments")
 
 NEEDS = Needs(model=("image_classifier",), data=("image",))  # what it works with (config/checks.py)
 
-ATTACK_SEED_OFFSET = 4242  # PGD's random starts in evaluation: fixed, off the global RNG
 # Headline metrics besides test/val acc and loss (outputs.headline: the HPARAMS columns).
 HEADLINE = ("adv/robust_acc/pgd", "adv/robust_acc/fgsm")
 
@@ -78,8 +78,8 @@ def run(ctx) -> dict[str, float]:
             target,
             _spec(cfg, str(cfg.attack), cfg.epsilon),
             float(cfg.mix),
-            int(ctx.cfg.seed) + ATTACK_SEED_OFFSET,
-            judge=_spec(cfg, "pgd", cfg.epsilon),  # val/robust_acc: PGD, whatever trains
+            int(ctx.cfg.seed) + streams.ATTACK,
+            measured_under=_spec(cfg, "pgd", cfg.epsilon),  # val/robust_acc: PGD, whatever trains
         )
     else:
         task = ClassificationTask(target)
@@ -145,9 +145,9 @@ def whitebox(
                 y,
                 _spec(cfg, name, eps, evaluation=True),
                 batch_size,
-                _generator(int(seed) + ATTACK_SEED_OFFSET, x.device),
+                _generator(int(seed) + streams.ATTACK, x.device),
             )
-            accs.append((preds == y).float().mean().item())
+            accs.append(accuracy(preds, y).item())
             out[f"acc/{name}@{eps:g}"] = accs[-1]
         out[f"robust_acc/{name}"] = out[f"acc/{name}@{float(cfg.epsilon):g}"]
         log.info(
@@ -158,9 +158,9 @@ def whitebox(
         # has no fixed size (a confident model's raw gradient is tiny), which is the point.
         raw = AttackSpec("grad", 0.0, "none")
         for eps in eps_list:
-            gen = _generator(int(seed) + ATTACK_SEED_OFFSET, x.device)
+            gen = _generator(int(seed) + streams.ATTACK, x.device)
             preds = attacked_predictions(model, x, y, raw.with_eps(eps), batch_size, gen)
-            out[f"acc/grad_raw@{eps:g}"] = (preds == y).float().mean().item()
+            out[f"acc/grad_raw@{eps:g}"] = accuracy(preds, y).item()
         out["robust_acc/grad_raw"] = out[f"acc/grad_raw@{float(cfg.epsilon):g}"]
     return out
 
@@ -188,13 +188,13 @@ def blackbox(ctx, target: nn.Module, holdout, surrogate_name: str, eps_list: lis
     clean_ok = predict(target, x) == y  # (N,) success counts among these only
     s_preds = predict(surrogate, x)
     out = {
-        "adv/surrogate/test_acc": (s_preds == y).float().mean().item(),
+        "adv/surrogate/test_acc": accuracy(s_preds, y).item(),
         "adv/surrogate/agreement": (s_preds == predict(target, x)).float().mean().item(),
         "adv/surrogate/train_size": float(len(y_h)),
     }
     if queries:
         out["adv/surrogate/queries"] = float(len(y_h) + len(y_v))
-    bs, name, seed = _eval_bs(ctx), str(cfg.attack), int(ctx.cfg.seed) + ATTACK_SEED_OFFSET
+    bs, name, seed = _eval_bs(ctx), str(cfg.attack), int(ctx.cfg.seed) + streams.ATTACK
     log.info(
         "black-box transfer: %s crafted on a %s surrogate, evaluated on the target", name, surrogate_name
     )
@@ -218,11 +218,16 @@ class AdversarialTask(ClassificationTask):
     """The course's defence: learn from the adversarial examples of the current model."""
 
     def __init__(
-        self, model: nn.Module, attack: AttackSpec, mix: float, seed: int, judge: AttackSpec | None = None
+        self,
+        model: nn.Module,
+        attack: AttackSpec,
+        mix: float,
+        seed: int,
+        measured_under: AttackSpec | None = None,
     ):
         super().__init__(model)
         self.attack = attack  # what it trains on
-        self.judge = judge or attack  # what its robust_acc is measured under (PGD in run())
+        self.measured_under = measured_under or attack  # its robust_acc's attack (PGD in run())
         self.mix = mix
         self.seed = seed
 
@@ -233,22 +238,22 @@ class AdversarialTask(ClassificationTask):
         # running statistics; the model is back in train mode for the update below.
         x_adv = perturb(self.model, x, y, self.attack)
         adv_loss, adv_logits = self.loss(x_adv, y)
-        out = {"adv_loss": adv_loss, "adv_acc": (adv_logits.argmax(1) == y).float().mean()}
+        out = {"adv_loss": adv_loss, "adv_acc": accuracy(adv_logits.argmax(1), y)}
         if self.mix > 0:
             clean_loss, logits = self.loss(x, y)
-            out.update(clean_loss=clean_loss, acc=(logits.argmax(1) == y).float().mean())
+            out.update(clean_loss=clean_loss, acc=accuracy(logits.argmax(1), y))
             out["loss"] = self.mix * clean_loss + (1 - self.mix) * adv_loss
         else:
             out["loss"] = adv_loss
         return out
 
     def evaluate(self, loader) -> dict[str, float]:
-        """Clean metrics, robust_acc under the judge (PGD) and, when it differs from the judge,
+        """Clean metrics, robust_acc under `measured_under` (PGD) and, when it differs from it,
         train_attack_acc under the training attack: FGSM accuracy high while PGD's falls is
         the signature of catastrophic overfitting (masked gradients)."""
         metrics = classification_metrics(self.model, loader)
-        attacks = {"robust_acc": self.judge}
-        if self.attack != self.judge:
+        attacks = {"robust_acc": self.measured_under}
+        if self.attack != self.measured_under:
             attacks["train_attack_acc"] = self.attack
         for key, spec in attacks.items():
             gen, correct, n = None, 0, 0
@@ -323,7 +328,7 @@ class SurrogateTask(Task):
     def training_step(self, batch, trainer):
         x, y = batch
         logits = self.surrogate(x)
-        return {"loss": F.cross_entropy(logits, y), "acc": (logits.argmax(1) == y).float().mean()}
+        return {"loss": F.cross_entropy(logits, y), "acc": accuracy(logits.argmax(1), y)}
 
     @torch.no_grad()
     def evaluate(self, loader) -> dict[str, float]:
@@ -335,7 +340,7 @@ def evaluate_model(model: nn.Module, data, cfg) -> dict[str, float]:
     """pdl-eval: clean test accuracy and the white-box curves of a saved run's model."""
     x, y = data.test
     eps_list = sorted({float(e) for e in cfg.adv.eval_eps} | {float(cfg.adv.epsilon)})
-    out = {"test/acc": (predict(model, x) == y).float().mean().item()}
+    out = {"test/acc": accuracy(predict(model, x), y).item()}
     wb = whitebox(model, data.test, eps_list, cfg.adv, int(cfg.trainer.eval_batch_size), int(cfg.seed))
     out.update({f"adv/{k}": v for k, v in wb.items()})
     return out
@@ -361,7 +366,9 @@ def _split(ctx):
     x, y = ctx.data.train
     if not ctx.cfg.adv.blackbox:
         return (x, y), None
-    held, rest = stratified_split(y.cpu(), (float(ctx.cfg.adv.surrogate_fraction),), int(ctx.cfg.seed) + 7)
+    held, rest = stratified_split(
+        y.cpu(), (float(ctx.cfg.adv.surrogate_fraction),), int(ctx.cfg.seed) + streams.SURROGATE_SPLIT
+    )
     held, rest = held.to(y.device), rest.to(y.device)
     if len(held) == 0 or len(rest) == 0:
         raise ConfigError(
@@ -415,7 +422,7 @@ def _example_rows(ctx, target, n: int) -> tuple[list[tuple[str, torch.Tensor]], 
     x, y = as_float(ctx.data.test[0][:n]), ctx.data.test[1][:n]
     rows = [("clean", x)]
     for name in ATTACKS:
-        gen = _generator(int(ctx.cfg.seed) + ATTACK_SEED_OFFSET, x.device)
+        gen = _generator(int(ctx.cfg.seed) + streams.ATTACK, x.device)
         rows.append(
             (f"{name} eps={float(cfg.epsilon):g}", perturb(target, x, y, _spec(cfg, name, cfg.epsilon), gen))
         )

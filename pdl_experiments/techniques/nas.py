@@ -50,8 +50,9 @@ from ..models.darts import (
     skip_count,
 )
 from ..registry import TECHNIQUES, Needs, Technique
+from ..training import streams
 from ..training.checkpoint import CheckpointError
-from ..training.task import ClassificationTask, Task, classification_metrics
+from ..training.task import ClassificationTask, Task, accuracy, classification_metrics
 from .nas_baselines import random_search, search_flops, split_halves
 
 log = logging.getLogger("pdl_experiments")
@@ -138,13 +139,8 @@ def search(ctx, ph, ops: list[str], halves) -> None:
     # The genotype's skip connections after every epoch: kept in the phase record, so a
     # resumed search goes on with the list its checkpoint holds.
     task.skip_counts = ph.record.setdefault("skip_counts", [])
-    loader = PairedLoader(
-        w_half,
-        alpha_half,
-        int(ctx.cfg.trainer.batch_size),
-        torch.Generator().manual_seed(int(ctx.cfg.seed) + 1000),
-        ctx.augment,
-    )
+    order = torch.Generator().manual_seed(int(ctx.cfg.seed) + streams.LOADER)  # as ctx.train_loader's
+    loader = PairedLoader(w_half, alpha_half, int(ctx.cfg.trainer.batch_size), order, ctx.augment)
     if not ph.resumed:  # a fresh search: record where alpha starts
         start = task.alpha_logs()
         ph.record["alpha_entropy_start"] = start["nas/alpha_entropy"]
@@ -344,7 +340,7 @@ class SearchTask(Task):
         trainer.optimize(loss, "w")
         return {
             "loss": loss,
-            "acc": (logits.argmax(1) == y_w).float().mean(),
+            "acc": accuracy(logits.argmax(1), y_w),
             "alpha_loss": alpha_loss.detach(),
         }
 

@@ -25,26 +25,24 @@ FLOPs (2 per multiply-accumulate), CPU latency at batch 256, checkpoint size, sp
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, cast
 
 import torch
 import torch_pruning as tp
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.utils import prune as tprune
 
 from ..config import ConfigError
 from ..data import as_float
-from ..loading import load_run, run_config
 from ..models import build_model
 from ..models.common import blocks_removed, removable_blocks, weight_layers
 from ..models.reshape import drop_absent_blocks, reshape_to_state_dict
 from ..models.sparse import attach_masks_for, attach_packing, effective_weight, make_permanent
 from ..registry import TECHNIQUES, Needs, Technique
-from ..training.checkpoint import CheckpointError, resolve_checkpoint
+from ..training import streams
 from ..training.task import ClassificationTask
 from .importance import bn_scales, classifier, filter_criteria, fisher_ratio
+from .prune_from_run import check_source, source_model
 from .prune_report import describe, report
 
 log = logging.getLogger("pdl_experiments")
@@ -60,8 +58,8 @@ HEADLINE = ("prune/acc_finetuned", "prune/flops_share", "prune/latency_ratio")
 def run(ctx) -> dict[str, float]:
     level_name, ratio, n_rounds = _settings(ctx)
     level = LEVELS[level_name](ctx, ratio, n_rounds)
-    source_ckpt = check(ctx)
-    model = _source_model(ctx)
+    source_ckpt = check_source(ctx)
+    model = source_model(ctx)
     level.check(model)
     task = PruneTask(model)
 
@@ -99,13 +97,9 @@ def run(ctx) -> dict[str, float]:
             task.lr = ctx.cfg.prune.finetune_lr
             ctx.fit(task, phase=name, max_epochs=int(ctx.cfg.prune.finetune_epochs))
             ph.finish(acc_finetuned=ctx.evaluate(task, "test")["test/acc"])
-            if n_rounds > 1 and ctx.logger is not None:
+            if n_rounds > 1 and ctx.logger is not None:  # the rounds' curve: prune/round/acc_*
                 ctx.logger.scalars(
-                    {
-                        "prune/round/acc_pruned": ph.record["acc_pruned"],
-                        "prune/round/acc_finetuned": ph.record["acc_finetuned"],
-                    },
-                    k,
+                    {f"prune/round/{m}": ph.record[m] for m in ("acc_pruned", "acc_finetuned")}, k
                 )
         rounds.append(ph.record)
 
@@ -120,7 +114,7 @@ def run(ctx) -> dict[str, float]:
         metrics["prune/acc_random_finetuned"] = sum(baselines) / len(baselines)
         metrics.update({f"prune/acc_random_finetuned/{j}": a for j, a in enumerate(baselines, 1)})
     after = describe(ctx, task)
-    metrics.update(report(ctx, task.model, dense, after, rounds, level_name, _source_model(ctx)))
+    metrics.update(report(ctx, task.model, dense, after, rounds, level_name, source_model(ctx)))
     return metrics
 
 
@@ -136,7 +130,7 @@ def random_baselines(ctx, dense: dict, rounds: list[dict]) -> list[float]:
             task = PruneTask(ctx.build_model())
             task.model.load_state_dict(dense["weights"])
             candidates, blocks = removable_blocks(task.model), cast(nn.ModuleList, task.model.blocks)
-            gen = torch.Generator().manual_seed(int(ctx.cfg.seed) + 104729 * j)
+            gen = torch.Generator().manual_seed(int(ctx.cfg.seed) + streams.RANDOM_BLOCKS * j)
             for i in [candidates[int(t)] for t in torch.randperm(len(candidates), generator=gen)[:n_removed]]:
                 blocks[i] = nn.Identity()
             task.lr = ctx.cfg.prune.finetune_lr
@@ -260,7 +254,7 @@ class FilterLevel(Level):
                 ratios[m] = max(0.0, 1.0 - (max(target, 1) + 0.5) / m.weight.shape[0])
         model.eval()  # tracing must not move BN statistics
         # random: another draw each round, the same for a seed (resumes and repeats agree)
-        criteria = filter_criteria(seed=int(self.ctx.cfg.seed) + 7919 * k)
+        criteria = filter_criteria(seed=int(self.ctx.cfg.seed) + streams.PRUNE_ROUND * k)
         importance = criteria[str(self.cfg.criterion)](model, self.ctx.loader(self.ctx.data.train))
         pruner = tp.pruner.BasePruner(
             model,
@@ -330,7 +324,7 @@ class LayerLevel(Level):
             chosen.append(max(trial, key=lambda i: trial[i]))
 
         # The baseline: as many blocks drawn at random (seeded, so resumes agree).
-        gen = torch.Generator().manual_seed(int(ctx.cfg.seed) + 7919 * k)
+        gen = torch.Generator().manual_seed(int(ctx.cfg.seed) + streams.PRUNE_ROUND * k)
         random_pick = [candidates[int(j)] for j in torch.randperm(len(candidates), generator=gen)[:n_blocks]]
         with blocks_removed(model, random_pick):
             acc_random = ctx.evaluate(task, "test")["test/acc"]
@@ -354,44 +348,6 @@ def _settings(ctx) -> tuple[str, float, int]:
     level = str(cfg.level)
     ratio = float(cfg.ratio) if cfg.ratio is not None else DEFAULT_RATIO.get(level, 0.0)
     return level, ratio, int(cfg.iterations)
-
-
-def _source_model(ctx) -> nn.Module:
-    """The model pruning starts from: trained here, or the best weights of prune.from_run."""
-    if ctx.cfg.prune.from_run is None:
-        return ctx.build_model()
-    return load_run(ctx.cfg.prune.from_run).model.to(ctx.device)
-
-
-def check(ctx) -> Path | None:
-    """prune.from_run must be a finished run on the same model, data and norm settings;
-    returns its best.pt (None without prune.from_run)."""
-    src = ctx.cfg.prune.from_run
-    if src is None:
-        return None
-    try:
-        old = run_config(src)
-        best = resolve_checkpoint(Path(src).expanduser(), "best.pt")
-    except CheckpointError as e:
-        raise ConfigError(f"prune.from_run={src}: {e}") from e
-    old.seed = old.get("seed", ctx.cfg.seed)
-    for section in ("model", "dataset", "bn.enabled", "bn.impl"):
-        theirs = _flat(OmegaConf.select(old, section))
-        ours = _flat(OmegaConf.select(ctx.cfg, section))
-        for key in sorted(set(theirs) | set(ours)):
-            if theirs.get(key) != ours.get(key):
-                full = f"{section}.{key}" if key else section
-                raise ConfigError(
-                    f"prune.from_run={src} was run with {full}={theirs.get(key)}, this run has "
-                    f"{ours.get(key)}: expected the same model, dataset, seed and bn settings"
-                )
-    return best
-
-
-def _flat(node: Any) -> dict[str, Any]:
-    if isinstance(node, DictConfig):
-        return cast("dict[str, Any]", OmegaConf.to_container(node, resolve=True))  # a DictConfig's: a dict
-    return {"": node}
 
 
 def load_model(cfg, data, ckpt: dict, norm) -> nn.Module:

@@ -101,10 +101,7 @@ class RunLogger:
                 # A diverged run meets its NaN here first, in a diagnostic: name it as what it is.
                 from .state import NonFiniteLossError
 
-                raise NonFiniteLossError(
-                    f"non-finite values in {tag} at step {step}: the run diverged; "
-                    "lower optimizer.lr or set trainer.grad_clip"
-                )
+                raise NonFiniteLossError.diverged(f"values in {tag} at step {step}")
             self.writer.add_histogram(tag, values, step)
 
     def hparams(

@@ -19,7 +19,12 @@ _chained: dict[int, Callable[[int, Any], Any]] = {}
 
 
 class NonFiniteLossError(PdlError, RuntimeError):
-    """The loss became NaN or infinite: the run cannot go on."""
+    """The loss (or the weights, or a logged tensor) became NaN or infinite: the run cannot go on."""
+
+    @classmethod
+    def diverged(cls, what: str) -> NonFiniteLossError:
+        """The one message of a diverged run: what went non-finite, where, and what to try."""
+        return cls(f"non-finite {what}: the run diverged; lower optimizer.lr or set trainer.grad_clip")
 
 
 class Interrupted(RunEnded):

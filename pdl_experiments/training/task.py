@@ -60,11 +60,17 @@ class ClassificationTask(Task):
     def training_step(self, batch, trainer):
         x, y = batch
         loss, logits = self.loss(x, y)
-        return {"loss": loss, "acc": (logits.argmax(1) == y).float().mean()}
+        return {"loss": loss, "acc": accuracy(logits.argmax(1), y)}
 
     @torch.no_grad()
     def evaluate(self, loader) -> dict[str, float]:
         return classification_metrics(self.model, loader)
+
+
+def accuracy(predictions: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The share of `predictions` (class indices, e.g. logits.argmax(1)) equal to the labels
+    `y`, as a 0-d tensor (no device sync until it is read)."""
+    return (predictions == y).float().mean()
 
 
 @torch.no_grad()

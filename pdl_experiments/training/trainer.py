@@ -330,11 +330,8 @@ class Trainer:
             bad = ~torch.isfinite(pending.float())
             if bad.any():
                 i = int(bad.nonzero()[0, 0])
-                raise NonFiniteLossError(
-                    f"non-finite loss ({pending[i].item()}) at epoch {epoch}, step "
-                    f"{step - (len(pending) - 1 - i)} (phase {phase}); lower optimizer.lr or "
-                    "set trainer.grad_clip"
-                )
+                at = f"epoch {epoch}, step {step - (len(pending) - 1 - i)} (phase {phase})"
+                raise NonFiniteLossError.diverged(f"loss ({pending[i].item()}) at {at}")
         return len(losses)
 
     @staticmethod
@@ -344,10 +341,7 @@ class Trainer:
         here, before validation or a diagnostic meets them (one device sync per epoch)."""
         params = [p for p in task.parameters() if p.is_floating_point()]
         if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
-            raise NonFiniteLossError(
-                f"non-finite weights after epoch {epoch}, step {step} (phase {phase}): the "
-                "run diverged; lower optimizer.lr or set trainer.grad_clip"
-            )
+            raise NonFiniteLossError.diverged(f"weights after epoch {epoch}, step {step} (phase {phase})")
 
     @torch.no_grad()
     def evaluate(self, task: Task, loader: Any) -> dict[str, float]:

@@ -71,15 +71,18 @@ def test_an_interval_that_covers_zero_does_not_hold_and_says_the_numbers(tmp_pat
     rows = fake_sweep(tmp_path, grid([0.9, 0.8, 0.7], [0.85, 0.82, 0.72]))
     v = claims.judge(CLAIM, rows)
     assert v.status == claims.DOES_NOT_HOLD
-    assert "does not hold here" in v.headline() and "[" in v.results[0].line()
+    assert v.headline() == "does not hold, 0 of 1 comparisons hold, seeds 0-2"
+    (r,) = v.results  # a - b per seed: +5, -2, -2 points; t(0.975, 2) 4.30 * s 4.04 / sqrt(3)
+    assert r.measured() == "+0.3 [−9.7, +10.4] points"
+    assert r.needed() == "> 0 points" and r.outcome() == "does not hold"
 
 
 def test_a_failed_job_makes_the_claim_incomplete_naming_it(tmp_path):
     values = grid([0.9, 0.8, 0.95], [0.6, 0.5, 0.66])
     values[("b", "0.1", 1)] = "failed"
     v = claims.judge(CLAIM, fake_sweep(tmp_path, values))
-    assert v.status == claims.INCOMPLETE
-    assert "m=b,lr=0.1,seed=1" in v.headline() and "failed" in v.headline()
+    assert v.status == claims.INCOMPLETE and v.headline().startswith("incomplete, 0 of 1")
+    assert "m=b,lr=0.1,seed=1" in v.results[0].outcome() and "failed" in v.results[0].outcome()
 
 
 def test_a_diverged_job_counts_as_chance_not_dropped(tmp_path):
@@ -95,7 +98,7 @@ def test_each_value_of_an_axis_the_comparison_leaves_open_is_judged_alone(tmp_pa
         **grid([0.5, 0.6, 0.7], [0.6, 0.5, 0.66], "1.0"),
     }
     v = claims.judge(CLAIM, fake_sweep(tmp_path, values))
-    assert [r.label for r in v.results] == ["acc A - B at lr=0.1", "acc A - B at lr=1.0"]
+    assert [(r.label, r.where()) for r in v.results] == [("acc A - B", "lr = 0.1"), ("acc A - B", "lr = 1.0")]
     assert [r.verdict for r in v.results] == [claims.HOLDS, claims.DOES_NOT_HOLD]
     at = {**CLAIM, "compare": [{**CLAIM["compare"][0], "at": {"lr": [0.1]}}]}
     assert claims.judge(at, fake_sweep(tmp_path / "at", values)).status == claims.HOLDS
@@ -161,5 +164,48 @@ def test_pdl_report_writes_the_claim_with_its_verdict_figure_and_paper(tmp_path)
     fake_sweep(tmp_path, grid([0.9, 0.8, 0.95], [0.6, 0.5, 0.66]))
     report_main([str(tmp_path)])
     text = (tmp_path / "claim.md").read_text()
-    assert "A beats B" in text and "**holds**" in text and "![the claim's figure](claim.png)" in text
+    assert f"**{tmp_path.name} — holds, 1 of 1 comparisons, seeds 0-2**" in text
+    assert "A beats B" in text and "](claim.png)" in text
+    assert "| acc A - B | — | +29.7 [+28.2, +31.1] points | > 0 points | holds |" in text
     assert "Someone 2020" in text and (tmp_path / "claim.png").is_file()
+
+
+def test_an_upper_bound_holds_when_the_interval_lies_wholly_below_it(tmp_path):
+    """`below: X`: "stays under 90 %" said as such; the same verdict as the negated term it
+    replaces (minus acc above -0.9)."""
+    rows = fake_sweep(tmp_path, grid([0.9, 0.8, 0.95], [0.6, 0.5, 0.66]))
+    level = {"label": "B never trains", "metric": "test/acc", "terms": [[1, {"m": "b"}]], "below": 0.8}
+    negated = {"label": "old", "metric": "test/acc", "terms": [[-1, {"m": "b"}]], "margin": -0.8}
+    new, old = claims.judge({"compare": [level, negated]}, rows).results
+    assert new.verdict == old.verdict == claims.HOLDS
+    assert (new.mean, new.half) == pytest.approx((-old.mean, old.half))
+    assert new.measured() == "58.7 [38.6, 78.7] %" and new.needed() == "< 80 %"
+    assert claims.judge({"compare": [{**level, "below": 0.75}]}, rows).status == claims.DOES_NOT_HOLD
+    with pytest.raises(ValueError, match="one of margin, below, within"):
+        claims.judge({"compare": [{**level, "margin": 0.1}]}, rows)
+
+
+def test_numbers_read_in_points_with_a_true_minus_and_other_metrics_in_their_units():
+    r = claims.Result("x", bound=claims.Bound("above", -0.01), fraction=True, n=5, mean=0.0025, half=0.0069)
+    assert r.measured() == "+0.2 [\u22120.4, +0.9] points" and r.needed() == "> \u22121 point"
+    r = claims.Result("fid", bound=claims.Bound("above", 0.0), n=5, mean=85.31, half=25.2)
+    assert r.measured() == "+85.3 [+60.1, +111]" and r.needed() == "> 0"
+    r = claims.Result("eq", bound=claims.Bound("within", 0.01), fraction=True, n=8, mean=-0.002, half=0.004)
+    assert r.measured() == "\u22120.2 [\u22120.6, +0.2] points" and r.needed() == "within \u00b11 point"
+    assert claims.seed_span(["0", "1", "2", "3", "4"]) == "seeds 0-4"
+    assert claims.seed_span(["1000", "1001", "7"]) == "seeds 7, 1000, 1001"
+
+
+def test_the_dataset_a_sweep_ran_on_comes_from_its_own_config(tmp_path):
+    rows = fake_sweep(tmp_path, grid([0.9, 0.8, 0.95], [0.6, 0.5, 0.66]))
+    assert claims.dataset_of(rows) == ""  # neither a dataset choice nor a composed dataset
+    job = Path(rows[0]["run"])
+    (job / ".hydra" / "config.yaml").write_text(
+        yaml.safe_dump({"dataset": {"_target_": "pdl_experiments.data.sequences.load_reverse"}})
+    )
+    assert claims.dataset_of(rows) == "reverse"
+    (job / ".hydra" / "hydra.yaml").write_text(
+        yaml.safe_dump({"hydra": {"runtime": {"choices": {"dataset": "mnist5k", "experiment": "x"}}}})
+    )
+    assert claims.dataset_of(rows) == "mnist5k" and claims.preset_of(rows) == "x"
+    assert claims.judge(CLAIM, rows).headline().startswith("holds on mnist5k, 1 of 1 comparisons")
