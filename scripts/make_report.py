@@ -6,7 +6,9 @@ Each preset sweep (`pdl-run -m experiment=<name>`, into SWEEPS_ROOT/<name>) stat
 holds on digits, 16 of 16 comparisons, seeds 0-4"), what the claim says, its figure (mean ±
 95 % interval over the seeds per setting), one table of its paired comparisons (what must be
 true, the setting, measured, what was needed, the result: pdl_experiments/sweeps/claims.py),
-the published number beside ours, and the means per setting.
+the published number beside ours, and the means per setting. The claim judged is the one
+configs/experiment/<name>.yaml states now (a claim revised after its sweep is judged on the
+same runs); a sweep with no such preset is judged by the claim its jobs were composed with.
 
 A digits preset `X` pairs with `X_mnist5k` (the same claim on real MNIST digits) when that
 sweep is there; which column a sweep's verdict goes in comes from the dataset in its own
@@ -77,7 +79,7 @@ def load(root: Path, name: str, figures: Path) -> Sweep:
         return sweep
     try:
         sweep.rows = collect(find_runs([root / name]))
-        sweep.claim = claims.claim_of(sweep.rows) if sweep.rows else None
+        sweep.claim = (preset_claim(name) or claims.claim_of(sweep.rows)) if sweep.rows else None
         if sweep.claim is not None:
             sweep.verdict = claims.judge(sweep.claim, sweep.rows)
             sweep.figure = draw(sweep.claim, sweep.rows, figures / f"{name}.png")
@@ -85,6 +87,19 @@ def load(root: Path, name: str, figures: Path) -> Sweep:
         print(f"{root / name}: not reported ({type(e).__name__}: {e})", file=sys.stderr)
         return Sweep(name)
     return sweep
+
+
+def preset_claim(name: str) -> dict | None:
+    """The claim as configs/experiment/<name>.yaml states it now: a claim revised after a
+    sweep is judged on that sweep's runs without re-running them (pdl-report DIR uses the
+    claim the jobs were composed with)."""
+    from omegaconf import OmegaConf
+
+    path = Path(__file__).resolve().parent.parent / "configs" / "experiment" / f"{name}.yaml"
+    if not path.is_file():
+        return None
+    claim = OmegaConf.select(OmegaConf.load(path), "claim", default=None)
+    return None if claim is None else OmegaConf.to_container(claim, resolve=False)  # type: ignore[return-value]
 
 
 def fixed_overrides(rows: list[dict]) -> list[str]:
