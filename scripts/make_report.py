@@ -79,7 +79,9 @@ def load(root: Path, name: str, figures: Path) -> Sweep:
         return sweep
     try:
         sweep.rows = collect(find_runs([root / name]))
-        sweep.claim = (preset_claim(name) or claims.claim_of(sweep.rows)) if sweep.rows else None
+        sweep.claim = (
+            (preset_claim(name) or claims.claim_of(sweep.rows)) if sweep.rows else None
+        )  # the preset's claim now
         if sweep.claim is not None:
             sweep.verdict = claims.judge(sweep.claim, sweep.rows)
             sweep.figure = draw(sweep.claim, sweep.rows, figures / f"{name}.png")
@@ -87,19 +89,6 @@ def load(root: Path, name: str, figures: Path) -> Sweep:
         print(f"{root / name}: not reported ({type(e).__name__}: {e})", file=sys.stderr)
         return Sweep(name)
     return sweep
-
-
-def preset_claim(name: str) -> dict | None:
-    """The claim as configs/experiment/<name>.yaml states it now: a claim revised after a
-    sweep is judged on that sweep's runs without re-running them (pdl-report DIR uses the
-    claim the jobs were composed with)."""
-    from omegaconf import OmegaConf
-
-    path = Path(__file__).resolve().parent.parent / "configs" / "experiment" / f"{name}.yaml"
-    if not path.is_file():
-        return None
-    claim = OmegaConf.select(OmegaConf.load(path), "claim", default=None)
-    return None if claim is None else OmegaConf.to_container(claim, resolve=False)  # type: ignore[return-value]
 
 
 def fixed_overrides(rows: list[dict]) -> list[str]:
