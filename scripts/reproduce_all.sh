@@ -55,6 +55,7 @@ if [ "$DIGITS" = 1 ]; then
 fi
 if [ "$MNIST5K" = 1 ]; then
   for p in "${mnist_presets[@]}"; do
+    [ -f "configs/experiment/$p.yaml" ] || { echo "    $p: no such preset yet, skipped"; continue; }
     [[ "$done_presets" == *" $p "* ]] || sweep outputs/reproduce "$p"
   done
 fi
