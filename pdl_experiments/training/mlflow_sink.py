@@ -194,6 +194,11 @@ class MlflowSink:
 
     def _send_pending(self) -> bool:
         """Send the queue, batch by batch; False when the server did not take one."""
+        if self._down_since is not None:
+            try:  # a TCP connection first: nothing is encoded for a server still away
+                _probe(self.uri)
+            except OSError:
+                return False
         with self._lock:
             pending, self._pending = self._pending, []
         for i in range(0, len(pending), BATCH):
