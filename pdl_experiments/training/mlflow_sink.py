@@ -91,6 +91,7 @@ class MlflowSink:
             ) from None
         self._lock = threading.Lock()
         self._pending: list[Any] = self._undelivered_before()  # a resumed run's leftovers first
+        self._inflight = 0  # metrics the thread took from the queue and is sending
         self._wake = threading.Event()
         self._closing = False
         self._down_since: float | None = None  # the server stopped answering at (monotonic)
@@ -156,8 +157,16 @@ class MlflowSink:
     def final(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None:
         self.scalars(metrics, step)
 
-    def flush(self) -> None:
-        self._wake.set()  # the thread sends now rather than at its next tick
+    def flush(self, wait_s: float = 10.0) -> None:
+        """Send the queue now, and wait (up to wait_s) while the server takes it; not at all
+        while it does not answer. Called as a run ends, a failed one too: its last metrics go."""
+        self._wake.set()
+        deadline = time.monotonic() + wait_s
+        while self._down_since is None and time.monotonic() < deadline and self._thread.is_alive():
+            with self._lock:
+                if not self._pending and not self._inflight:
+                    return
+            time.sleep(0.02)
 
     def close(self, status: str = "FINISHED") -> None:
         """Send what is queued (waiting up to DRAIN_S while the server takes it), end the MLflow
@@ -201,14 +210,18 @@ class MlflowSink:
                 return False
         with self._lock:
             pending, self._pending = self._pending, []
+            self._inflight = len(pending)
         for i in range(0, len(pending), BATCH):
             try:
                 self.client.log_batch(self.run_id, metrics=pending[i : i + BATCH])
             except Exception as e:
                 with self._lock:  # back at the front, in order, for the next try
                     self._pending[:0] = pending[i:]
+                    self._inflight = 0
                 self._note_down(e)
                 return False
+        with self._lock:
+            self._inflight = 0
         if self._down_since is not None:
             log.warning(
                 "MLflow tracking server %s answers again after %.0f s: the queued metrics are sent",
