@@ -24,11 +24,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 @pytest.fixture(autouse=True)
 def engines_lock(request):
     """The local engines (the SLURM cluster, PostgreSQL) are shared by both pytest workers:
-    tests marked `slurm` hold a shared lock on them, a test marked `disrupts` (PostgreSQL
-    restarted, the node set DOWN: e2e/test_faults_engines.py) the exclusive one, so that no
-    other test's jobs or study are under it when it strikes."""
+    a test that uses one (its fixture) holds a shared lock on them, a test marked `disrupts`
+    (PostgreSQL restarted, the node set DOWN: e2e/test_faults_engines.py) the exclusive one,
+    so that no other test's jobs or study are under it when it strikes."""
     disrupts = request.node.get_closest_marker("disrupts") is not None
-    if not disrupts and request.node.get_closest_marker("slurm") is None:
+    if not disrupts and not {"slurm_cluster", "postgres_url"} & set(request.fixturenames):
         yield
         return
     import fcntl
