@@ -87,7 +87,7 @@ def retrying(call: Callable[[], T], what: str, wait_s: float = STORAGE_WAIT_S) -
             time.sleep(RETRY_EVERY_S)
             continue
         if down_since is not None:
-            log.warning("Optuna storage answers again after %.0f s (%s)", time.monotonic() - down_since, what)
+            log.info("Optuna storage answers again after %.0f s (%s)", time.monotonic() - down_since, what)
         return out
 
 

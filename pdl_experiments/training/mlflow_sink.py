@@ -223,7 +223,7 @@ class MlflowSink:
         with self._lock:
             self._inflight = 0
         if self._down_since is not None:
-            log.warning(
+            log.info(
                 "MLflow tracking server %s answers again after %.0f s: the queued metrics are sent",
                 self.uri,
                 time.monotonic() - self._down_since,
