@@ -21,6 +21,24 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def engines_lock(request):
+    """The local engines (the SLURM cluster, PostgreSQL) are shared by both pytest workers:
+    a test that uses one (its fixture) holds a shared lock on them, a test marked `disrupts`
+    (PostgreSQL restarted, the node set DOWN: e2e/test_faults_engines.py) the exclusive one,
+    so that no other test's jobs or study are under it when it strikes."""
+    disrupts = request.node.get_closest_marker("disrupts") is not None
+    if not disrupts and not {"slurm_cluster", "postgres_url"} & set(request.fixturenames):
+        yield
+        return
+    import fcntl
+    import tempfile
+
+    with open(Path(tempfile.gettempdir()) / "pdl-tests-engines.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if disrupts else fcntl.LOCK_SH)
+        yield
+
+
 @pytest.fixture(scope="session", autouse=True)
 def registries():
     """The techniques registered, as the CLI does before a run or pdl-eval: tests that read a

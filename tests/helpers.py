@@ -416,3 +416,79 @@ class SweepInBackground:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         subprocess.run(["scancel", f"--name={self.name}"], capture_output=True)
+
+
+# ---------------------------------------------------------------- an MLflow tracking server
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """`mlflow server` on 127.0.0.1 (SQLite behind it, artifacts in `store`), as README advises
+    for parallel launchers. start() waits until it answers; kill() ends it at once (SIGKILL to
+    its process group, as a crash would); start() again serves the same store on the same port."""
+
+    def __init__(self, store: Path):
+        self.store = store
+        store.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120) -> str:
+        import time
+        import urllib.request
+
+        cmd = [PY, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd += ["--workers", "1", "--backend-store-uri", f"sqlite:///{self.store / 'mlflow.db'}"]
+        cmd += ["--artifacts-destination", str(self.store / "artifacts")]
+        log = self.store / "server.log"
+        with open(log, "a") as out:
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=self.store,
+                # It reports nowhere, and starts no job runner (MLflow 3's GenAI jobs: a dozen processes).
+                env={
+                    **ENV,
+                    "MLFLOW_DISABLE_TELEMETRY": "true",
+                    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                },
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # the server and its workers: one process group to stop
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc.poll() is None, f"mlflow server exited: {log.read_text()[-3000:]}"
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return self.url
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"mlflow server did not answer: {log.read_text()[-3000:]}"
+            time.sleep(0.3)
+
+    def stop(self, sig: int | None = None) -> None:
+        """End the server and its workers (SIGTERM, or `sig`; SIGKILL after 20 s)."""
+        import signal
+
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig or signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        import signal
+
+        self.stop(signal.SIGKILL)

@@ -22,6 +22,7 @@ import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -154,8 +155,11 @@ class OptunaSweeperImpl:
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         storage = self.storage or f"sqlite:///{sweep_dir.resolve() / 'optuna.db'}"
         study_name = self.study_name or sweep_dir.resolve().name
-        study = optuna.create_study(
-            storage=storage, study_name=study_name, direction=direction, load_if_exists=True
+        study = hpo.retrying(
+            lambda: optuna.create_study(
+                storage=hpo.storage(storage), study_name=study_name, direction=direction, load_if_exists=True
+            ),
+            "opening the study",
         )
         if study.direction.name.lower() != direction:
             raise SweeperError(
@@ -184,15 +188,20 @@ class OptunaSweeperImpl:
 
         ran = failed = 0
         stopped, last_reason = False, ""
-        while not stopped and (left := n_trials - _counted(study)) > 0:
-            trials = [study.ask() for _ in range(min(self.n_jobs, left))]
-            batch = [self._overrides(t, space, fixed, storage, study_name) for t in trials]
+        # Between the jobs, the sweeper's calls wait for a database that restarts (hpo.retrying).
+        counted = partial(hpo.retrying, partial(_counted, study), "counting trials")
+        while not stopped and (left := n_trials - counted()) > 0:
+            trials = [hpo.retrying(study.ask, "asking for a trial") for _ in range(min(self.n_jobs, left))]
+            suggest = partial(
+                self._overrides, space=space, fixed=fixed, storage=storage, study_name=study_name
+            )
+            batch = [hpo.retrying(partial(suggest, t), f"suggesting trial {t.number}") for t in trials]
             first = max(self.next_job, trials[0].number)  # job number = trial number when it can be
             returns = self.launcher.launch(batch, initial_job_idx=first)
             self.next_job = first + len(returns)
             outcomes = [_outcome(ret, self.metric) for ret in returns]
             for trial, outcome in zip(trials, outcomes, strict=True):
-                self._tell(study, trial, outcome)
+                hpo.retrying(partial(self._tell, study, trial, outcome), f"telling trial {trial.number}")
                 stopped = stopped or outcome.stopped is not None
                 if outcome.stopped is None:
                     ran += 1

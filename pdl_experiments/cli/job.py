@@ -28,7 +28,7 @@ def run_job(cfg: DictConfig, errors: list[BaseException]) -> Any:
     from ..run.outputs import save_json as write_json
     from ..sweeps import hpo, stop
     from ..training import Interrupted, StopRun
-    from ..training.state import hand_on, requeue_signal
+    from ..training.state import hand_on, requeue_signal, requeued_by_slurm
 
     def save_json(obj: Any, path: Path) -> None:
         if is_main():  # under DDP rank 0 alone writes (another rank's own Hydra dir is gone)
@@ -53,6 +53,15 @@ def run_job(cfg: DictConfig, errors: list[BaseException]) -> Any:
         if sweep_dir is None:
             errors.append(e)
             return None
+        if requeued_by_slurm():  # its node went DOWN: SLURM runs it again, that attempt reports
+            log.warning(
+                "%s: SLURM requeued this job (its node went down); it %s when it runs again",
+                e.signame,
+                "resumes from last.pt"
+                if str(cfg.trainer.resume) == "auto"
+                else "starts over (no trainer.resume=auto)",
+            )
+            raise SystemExit(128 + e.signum) from None  # no outcome: submitit waits for the next attempt's
         requeued = e.signum == requeue_signal()  # SLURM's time limit: submitit requeues this job
         # One signal stops the whole sweep: no further job starts (see sweeps/stop.py).
         if is_main() and not requeued:

@@ -31,7 +31,7 @@ from ..loading.safety import load_yaml_config
 from ..models import BatchNormSpec, build_model, count_params
 from ..parallel import distributed
 from ..training import FitResult, RunState, Trainer, load_checkpoint, streams
-from ..training.checkpoint import CheckpointError
+from ..training.checkpoint import CheckpointError, UnreadableCheckpoint
 from ..training.logger import RunLogger
 from .debug import DebugTools
 
@@ -247,3 +247,36 @@ def load_resume(cfg: DictConfig, path: str) -> dict:
             f"model, not {str(cfg.model.get('_target_')).rsplit('.', 1)[-1]}"
         )
     return ckpt
+
+
+def load_resume_auto(cfg: DictConfig, ckpt_dir: Path) -> dict | None:
+    """`trainer.resume=auto`: the run directory's last.pt (None: there is none, a fresh start).
+    An unreadable last.pt (truncated by a full disk, corrupted): the newest intact snapshot the
+    run kept (`trainer.keep`), with a warning; none intact is one line naming what to delete."""
+    import logging
+
+    last = ckpt_dir / "last.pt"
+    if not last.is_file():
+        return None
+    try:
+        return load_resume(cfg, str(last))
+    except UnreadableCheckpoint as e:
+        bad = str(e)
+    snaps = sorted(ckpt_dir.glob("*_epoch*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for snap in snaps:
+        try:
+            ckpt = load_resume(cfg, str(snap))
+        except UnreadableCheckpoint:
+            continue
+        logging.getLogger("pdl_experiments").warning(
+            "%s; resuming from %s instead, the newest intact checkpoint the run kept (trainer.keep)",
+            bad,
+            snap.name,
+        )
+        return ckpt
+    kept = (
+        f"none of its {len(snaps)} snapshots is intact" if snaps else "no snapshot was kept (trainer.keep=0)"
+    )
+    raise CheckpointError(
+        f"{bad}; {kept}: delete {last} to start the run over (trainer.resume=auto then starts afresh)"
+    )

@@ -25,7 +25,7 @@ from ..parallel import distributed, launch
 from ..registry import TECHNIQUES, Technique
 from ..training.logger import RunLogger
 from ..training.state import NonFiniteLossError
-from .context import RunContext, load_resume
+from .context import RunContext, load_resume, load_resume_auto
 from .environment import (
     check_writable,
     choices,
@@ -229,6 +229,5 @@ def _resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, float] | No
         done = finished_metrics(run_dir)
         if done is not None:
             return done, None
-        last = run_dir / "checkpoints" / "last.pt"
-        return None, load_resume(cfg, str(last)) if last.is_file() else None
+        return None, load_resume_auto(cfg, run_dir / "checkpoints")
     return None, load_resume(cfg, str(cfg.trainer.resume)) if cfg.trainer.resume else None

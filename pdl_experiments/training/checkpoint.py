@@ -7,6 +7,7 @@ weights_only=True)` always works.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import tempfile
@@ -26,10 +27,15 @@ class CheckpointError(PdlError, RuntimeError):
     """A checkpoint that is missing, truncated, corrupted or of another run's kind."""
 
 
+class UnreadableCheckpoint(CheckpointError):
+    """A checkpoint file torch cannot read: truncated, corrupted, or not a torch file."""
+
+
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """torch.save to a temp file in the same directory, fsync, then rename over `path`.
 
-    A kill at any moment leaves either the old file or the new one, never half of one.
+    A kill at any moment leaves either the old file or the new one, never half of one. A full
+    disk is one CheckpointError line naming the file; the old file stays as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,10 +46,25 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if _disk_full(e):
+            raise CheckpointError(
+                f"cannot save checkpoint {path}: no space left on device (any earlier {path.name} is "
+                "intact); free space, then run the same command with trainer.resume=auto"
+            ) from e
         raise
     return path
+
+
+def _disk_full(err: BaseException | None) -> bool:
+    """ENOSPC, raised by Python's write or behind torch's writer's RuntimeError (its context)."""
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
 
 
 def resolve_checkpoint(path: str | os.PathLike, name: str = "last.pt") -> Path:
@@ -70,7 +91,7 @@ def load_checkpoint(path: str | os.PathLike, name: str = "last.pt") -> dict:
             if "Unsupported global" in str(e) or "GLOBAL" in str(e)
             else "truncated, corrupted or not a torch checkpoint"
         )
-        raise CheckpointError(f"cannot read checkpoint {p}: {why}") from e
+        raise UnreadableCheckpoint(f"cannot read checkpoint {p}: {why}") from e
     if isinstance(ckpt, dict) and ckpt.get("format") == 1:
         return _upgrade_v1(ckpt)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_VERSION:

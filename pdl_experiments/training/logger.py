@@ -3,21 +3,21 @@
 `RunLogger` is what the trainer and the techniques call. It fans out to the backends the
 `logger` config group switched on (`LoggerConfig` in config/schema.py): scalars go to every one of
 them; text, images, figures and histograms to TensorBoard only. MLflow is imported only when
-it is selected.
+it is selected; its sink (mlflow_sink.py) sends from a background thread, so a tracking
+server that stops answering never holds the training up.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-import re
-import time
-import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+
+from .mlflow_sink import MlflowSink, mlflow_name  # noqa: F401  (mlflow_name: imported from here too)
 
 # TensorBoard's CUSTOM SCALARS tab: train and val curves in one chart each. The tags are
 # regular expressions and are the same in every phase of a run (its global step runs on
@@ -29,7 +29,6 @@ OVERVIEW = {
         "accuracy": ["Multiline", [r"^train/(acc|tf_token_acc)$", r"^val/(acc|token_acc|seq_acc)$"]],
     }
 }
-MLFLOW_RUN_ID_FILE = "mlflow_run_id"  # in the run directory: a resumed run continues its MLflow run
 
 
 class _ScalarSink(Protocol):
@@ -68,7 +67,8 @@ class RunLogger:
         if settings is not None and settings.csv.enabled:
             self._sinks.append(CsvSink(self.log_dir / "metrics.csv", purge_step))
         if settings is not None and settings.mlflow.enabled:
-            self._sinks.append(MlflowSink(settings.mlflow, self.log_dir, params or {}, purge_step))
+            clean = {k: _hparam_value(v) for k, v in (params or {}).items()}
+            self._sinks.append(MlflowSink(settings.mlflow, self.log_dir, clean, purge_step))
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
         if self.writer is not None:
@@ -204,137 +204,3 @@ class CsvSink:
 
     def close(self) -> None:
         self.flush()
-
-
-# MLflow's names may hold letters, digits, _ - . / and spaces (and ':' except on Windows).
-_MLFLOW_BAD = re.compile(r"[^\w./ -]")
-
-
-def mlflow_name(key: str) -> str:
-    """A metric or param key as MLflow accepts it: `adv/acc/fgsm@0.1` -> `adv/acc/fgsm_0.1`."""
-    return _MLFLOW_BAD.sub("_", key)[:250]
-
-
-class MlflowSink:
-    """One MLflow run per pdl run: params = the hparams (at the start), metrics per logged step
-    and the final ones at the end, tags naming the run directory, where the checkpoints,
-    the event file, metrics.json and the config are (nothing is copied into MLflow).
-
-    Metrics are sent in batches (at most once a second, and on flush/close). A run that ends
-    without close() (an exception, a signal) is marked FAILED when this object goes away.
-    """
-
-    SEND_INTERVAL_S = 1.0
-
-    def __init__(self, settings: Any, run_dir: Path, params: Mapping[str, Any], purge_step: int | None):
-        # MLflow 3 reports usage to a remote server unless told not to: no network, ever.
-        os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-        try:
-            from mlflow.entities import Metric, Param
-            from mlflow.tracking import MlflowClient
-        except ImportError:
-            from ..config import ConfigError
-
-            raise ConfigError(
-                'logger=mlflow needs MLflow, which is not installed: pip install -e ".[tracking]"'
-            ) from None
-        self._Metric = Metric
-        uri = str(settings.tracking_uri)
-        _make_sqlite_parent(uri)
-        self.client = client = MlflowClient(tracking_uri=uri)
-        experiment_id = _experiment_id(client, str(settings.experiment))
-
-        id_file = run_dir / MLFLOW_RUN_ID_FILE
-        resumed = self._resumable(id_file) if purge_step is not None else None
-        if resumed is not None:
-            self.run_id = resumed
-            client.update_run(self.run_id, status="RUNNING")
-        else:
-            where = str(run_dir.resolve())
-            tags = {
-                "pdl.run_dir": where,
-                "mlflow.source.name": "pdl-run",
-                "mlflow.source.type": "LOCAL",
-                "mlflow.note.content": (
-                    f"Run directory: `{where}` (checkpoints, TensorBoard events, metrics.json, "
-                    ".hydra/config.yaml)"
-                ),
-            }
-            run = client.create_run(experiment_id, run_name=_run_name(run_dir), tags=tags)
-            self.run_id = run.info.run_id
-            id_file.write_text(self.run_id + "\n")
-            items = [Param(mlflow_name(k), str(_hparam_value(v))[:6000]) for k, v in params.items()]
-            for i in range(0, len(items), 100):  # MLflow's limit per batch
-                client.log_batch(self.run_id, params=items[i : i + 100])
-        self._pending: list[Any] = []
-        self._sent_at = time.monotonic()
-        self._finalizer = weakref.finalize(self, _end_run, client, self.run_id, "FAILED")
-
-    def _resumable(self, id_file: Path) -> str | None:
-        try:
-            run_id = id_file.read_text().strip()
-            self.client.get_run(run_id)
-            return run_id
-        except Exception:  # no file, or a run this store does not hold: start a new one
-            return None
-
-    def scalars(self, values: Mapping[str, float], step: int) -> None:
-        now = int(time.time() * 1000)
-        self._pending.extend(self._Metric(mlflow_name(k), float(v), now, step) for k, v in values.items())
-        if time.monotonic() - self._sent_at >= self.SEND_INTERVAL_S:
-            self.flush()
-
-    def final(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None:
-        self.scalars(metrics, step)
-
-    def flush(self) -> None:
-        pending, self._pending = self._pending, []
-        for i in range(0, len(pending), 1000):  # MLflow's limit per batch
-            self.client.log_batch(self.run_id, metrics=pending[i : i + 1000])
-        self._sent_at = time.monotonic()
-
-    def close(self) -> None:
-        self.flush()
-        self._finalizer.detach()
-        _end_run(self.client, self.run_id, "FINISHED")
-
-
-def _experiment_id(client: Any, name: str) -> str:
-    """The id of experiment `name`, created when missing. Jobs of a parallel sweep (joblib,
-    SLURM) may all find it missing at once: the server creates it for one of them and refuses
-    the others (RESOURCE_ALREADY_EXISTS), which then read the one created."""
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return client.create_experiment(name)
-    except Exception:
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
-
-
-def _end_run(client: Any, run_id: str, status: str) -> None:
-    try:
-        client.set_terminated(run_id, status)
-    except Exception:  # at interpreter exit the store may be gone: nothing left to do
-        pass
-
-
-def _make_sqlite_parent(uri: str) -> None:
-    """SQLite creates the database file but not its directory (sqlite:///outputs/mlflow.db)."""
-    if uri.startswith("sqlite:///"):
-        path = uri[len("sqlite:///") :].split("?", 1)[0]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-
-
-def _run_name(run_dir: Path) -> str:
-    """The run directory below outputs/ (runs/bn/<date>/<time>, multirun/<date>/<time>/<job>)."""
-    try:
-        rel = run_dir.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        return run_dir.name
-    parts = rel.parts[1:] if rel.parts[:1] == ("outputs",) else rel.parts
-    return "/".join(parts) or run_dir.name

@@ -107,6 +107,26 @@ def requeue_signal() -> int | None:
     return int(getattr(signal, name)) if hasattr(signal, name) else None
 
 
+def requeued_by_slurm() -> bool:
+    """In a job submitit started: SLURM has put this job back in its queue itself (its node was
+    set DOWN or failed; JobRequeue), so another attempt of it will run. Read from `scontrol
+    show job`: its restart count is past this attempt's ($SLURM_RESTART_COUNT)."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not (os.environ.get("SUBMITIT_EXECUTOR") and job):
+        return False
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=15
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    fields = dict(f.split("=", 1) for f in out.split() if "=" in f)
+    restarts = fields.get("Restarts", "0")
+    return restarts.isdigit() and int(restarts) > int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+
+
 def hand_on(signum: int) -> None:
     """Once last.pt is saved: the requeue signal goes on to the handler it had before the run's
     (submitit's: on rank 0 it resubmits the job, asks SLURM to requeue it and exits the

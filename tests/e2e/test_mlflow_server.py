@@ -5,16 +5,11 @@ logging to it at once, both runs read back through MLflow's own client."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import time
 import urllib.request
 
 import pytest
 
-from helpers import ENV, PY, pdl_run
+from helpers import MlflowServer, pdl_run
 
 mlflow = pytest.importorskip("mlflow")  # the `tracking` extra
 
@@ -23,55 +18,16 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 SMALL = ["trainer.num_threads=1", "bn.diagnostics=false", "trainer.progress=none", "dataset.subset=300"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     """The URL of an MLflow tracking server on 127.0.0.1, stopped at the end of the test."""
-    store = tmp_path / "mlflow-server"
-    store.mkdir()
-    port = free_port()
-    cmd = [PY, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    cmd += ["--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}"]
-    cmd += ["--artifacts-destination", str(store / "artifacts")]
-    log = store / "server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=store,
-            # It reports nowhere, and starts no job runner (MLflow 3's GenAI jobs: a dozen processes).
-            env={**ENV, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # the server and its workers: one process group to stop
-        )
-    url = f"http://127.0.0.1:{port}"
+    server = MlflowServer(tmp_path / "mlflow-server")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"mlflow server exited: {log.read_text()[-3000:]}"
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"mlflow server did not answer: {log.read_text()[-3000:]}"
-            time.sleep(0.5)
-        yield url
+        yield server.start()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        server.stop()
     with pytest.raises(OSError):  # stopped: nothing answers on its port any more
-        urllib.request.urlopen(f"{url}/health", timeout=2)
+        urllib.request.urlopen(f"{server.url}/health", timeout=2)
 
 
 def test_a_parallel_sweep_logs_both_runs_to_an_mlflow_server(tmp_path, mlflow_server):
