@@ -20,7 +20,8 @@ CONFIDENCE = 0.95
 
 @dataclass(frozen=True)
 class Interval:
-    """The mean of `n` values with its 95 % t interval (mean - half, mean + half).
+    """The mean of `n` values with its 95 % t interval (mean - half, mean + half), where
+    half = t.ppf(0.975, n - 1) * std / sqrt(n): the one place the project computes it.
 
     `std` (sample standard deviation) and `half` are nan for fewer than two values: one value
     says nothing about the spread.
