@@ -7,8 +7,8 @@ holds on digits, 16 of 16 comparisons, seeds 0-4"), what the claim says, its fig
 95 % interval over the seeds per setting), one table of its paired comparisons (what must be
 true, the setting, measured, what was needed, the result: pdl_experiments/sweeps/claims.py),
 the published number beside ours, and the means per setting. The claim judged is the one
-configs/experiment/<name>.yaml states now (a claim revised after its sweep is judged on the
-same runs); a sweep with no such preset is judged by the claim its jobs were composed with.
+the sweep's jobs were composed with; `--preset-claims` judges by the one
+configs/experiment/<name>.yaml states now (a claim revised after its sweep, on the same runs).
 
 A digits preset `X` pairs with `X_mnist5k` (the same claim on real MNIST digits) when that
 sweep is there; which column a sweep's verdict goes in comes from the dataset in its own
@@ -72,16 +72,15 @@ class Sweep:
         return self.verdict.dataset == REAL
 
 
-def load(root: Path, name: str, figures: Path) -> Sweep:
+def load(root: Path, name: str, figures: Path, preset_claims: bool = False) -> Sweep:
     """The sweep root/name judged, its figure drawn into `figures`; 'not run' when absent."""
     sweep = Sweep(name)
     if not (root / name / "multirun.yaml").is_file():
         return sweep
     try:
         sweep.rows = collect(find_runs([root / name]))
-        sweep.claim = (
-            (preset_claim(name) or claims.claim_of(sweep.rows)) if sweep.rows else None
-        )  # the preset's claim now
+        now = preset_claim(name) if preset_claims else None  # {} when there is no such preset
+        sweep.claim = (now or claims.claim_of(sweep.rows)) if sweep.rows else None
         if sweep.claim is not None:
             sweep.verdict = claims.judge(sweep.claim, sweep.rows)
             sweep.figure = draw(sweep.claim, sweep.rows, figures / f"{name}.png")
@@ -106,12 +105,15 @@ def fixed_overrides(rows: list[dict]) -> list[str]:
 def short(sweep: Sweep) -> str:
     """A verdict in a word or three (the overview tables)."""
     v = sweep.verdict
-    if v.status in (claims.HOLDS, claims.NOT_RUN):
+    if v.status == claims.NOT_RUN:
         return v.status
     if v.status == claims.INCOMPLETE:
         return "incomplete"
     held = sum(r.verdict == claims.HOLDS for r in v.results)
-    return f"does not hold ({held} of {len(v.results)} hold)"
+    seeds = f", {len(v.seeds)} seeds" if v.seeds else ""
+    if v.status == claims.HOLDS:
+        return f"holds ({held} of {len(v.results)}{seeds})"
+    return f"does not hold ({held} of {len(v.results)} hold{seeds})"
 
 
 def settings_table(claim: dict, rows: list[dict]) -> list[str]:
@@ -248,11 +250,21 @@ def main(argv: list[str] | None = None) -> None:
         "--docs", default=str(REPO / "docs" / "results.md"), help="the docs site's results page ('' for none)"
     )
     ap.add_argument("--readme", default=None, help="rewrite the claims table of this README")
+    ap.add_argument(
+        "--preset-claims",
+        action="store_true",
+        help="judge each sweep by the claim configs/experiment/<name>.yaml states now, not the one "
+        "its jobs were composed with (a claim revised after its sweep, judged on the same runs)",
+    )
     args = ap.parse_args(argv)
     root, out = Path(args.root), Path(args.out)
     drawn = out.parent / "report"
     pairs = [
-        (technique, preset, [load(root, name, drawn) for name in (preset, f"{preset}_{REAL}")])
+        (
+            technique,
+            preset,
+            [load(root, name, drawn, args.preset_claims) for name in (preset, f"{preset}_{REAL}")],
+        )
         for technique, preset in PRESETS
     ]
     out.parent.mkdir(parents=True, exist_ok=True)
