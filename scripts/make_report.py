@@ -272,6 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {out} (figures in {drawn})")
     if args.docs:
         docs = Path(args.docs)
+        docs.parent.mkdir(parents=True, exist_ok=True)
         docs.write_text(page(root, pairs, docs.parent / "figures", docs))
         print(f"wrote {docs} (figures in {docs.parent / 'figures'})")
     if args.readme:

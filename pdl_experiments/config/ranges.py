@@ -110,6 +110,7 @@ _OPTION_RANGES: dict[str, tuple[Any, str]] = {
         "n_test",
         "subset",
         "min_length",
+        "stem_stride",
     )
 }
 _OPTION_RANGES.update(
