@@ -86,17 +86,23 @@ def val_loss_steps(client, run) -> list[int]:
     return sorted({m.step for m in client.get_metric_history(run.info.run_id, "val/loss")})
 
 
-def test_mlflow_server_dies_and_returns_the_queue_drains(tmp_path):
-    """Killed three epochs in: one warning naming the server, training goes on; the server
-    comes back while the run trains (the run is held with SIGSTOP until it answers, so the
-    return falls inside the run): the queue drains, the MLflow run is whole and FINISHED."""
+def run_logging_to_a_server(tmp_path, epochs: int):
+    """A real MLflow server and a pdl-run of `epochs` epochs logging to it, both started."""
     pytest.importorskip("mlflow")
     server = MlflowServer(tmp_path / "store")
     url = server.start()
     run_dir = tmp_path / "run"
-    epochs = 25
     args = [*RUN, f"trainer.max_epochs={epochs}", "logger=[tensorboard,mlflow]"]
     run = Running([*args, f"logger.mlflow.tracking_uri={url}", f"hydra.run.dir={run_dir}"], tmp_path)
+    return server, url, run_dir, run
+
+
+def test_mlflow_server_dies_and_returns_the_queue_drains(tmp_path):
+    """Killed three epochs in: one warning naming the server, training goes on; the server
+    comes back while the run trains (the run is held with SIGSTOP until it answers, so the
+    return falls inside the run): the queue drains, the MLflow run is whole and FINISHED."""
+    epochs = 25
+    server, url, run_dir, run = run_logging_to_a_server(tmp_path, epochs)
     try:
         run.until(f"epoch 3/{epochs}")
         server.kill()
@@ -123,13 +129,8 @@ def test_mlflow_server_dies_for_good_the_run_finishes_and_replays_later(tmp_path
     """Killed three epochs in, not back before the run ends: exit 0 with metrics.json and the
     checkpoints; one warning says what was not delivered and the command that sends it; that
     command, once the server is back, makes the MLflow run whole and FINISHED."""
-    pytest.importorskip("mlflow")
-    server = MlflowServer(tmp_path / "store")
-    url = server.start()
-    run_dir = tmp_path / "run"
     epochs = 12
-    args = [*RUN, f"trainer.max_epochs={epochs}", "logger=[tensorboard,mlflow]"]
-    run = Running([*args, f"logger.mlflow.tracking_uri={url}", f"hydra.run.dir={run_dir}"], tmp_path)
+    server, url, run_dir, run = run_logging_to_a_server(tmp_path, epochs)
     try:
         run.until(f"epoch 3/{epochs}")
         server.kill()
